@@ -1,0 +1,56 @@
+# Minisource Log. Variables given on the command line or in the environment always win:
+#   SERVER_PORT=15002 POSTGRES_DB=other make run   # a second, independent instance
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run migrate test lint format bench bench-ingest bench-query dev-up docker-build clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole service (gateway, writers, evaluator, janitor) on local PostgreSQL + Redis
+run: $(STAMP)
+	$(BIN)/python -m services
+
+## migrate: create role/database if absent and apply sql/ migrations
+migrate: $(STAMP)
+	$(BIN)/python -m shared.migrate
+
+## test: lint, type-check, then the test suite against real PostgreSQL and Redis
+test: lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: every benchmark; figures are printed beside baselines measured in the same run
+bench: bench-ingest bench-query
+
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest
+
+bench-query: $(STAMP)
+	$(BIN)/python -m bench.query
+
+## dev-up: make sure the local PostgreSQL and Redis are running
+dev-up:
+	./scripts/dev-up.sh
+
+docker-build:
+	docker build -f docker/Dockerfile -t minisource-log:latest .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,38 @@
+"""`python -m services.evaluator`: the alert evaluator's process.
+
+Alert rules, their evaluation and notifications arrive with the alerting issue; until
+then this process only holds its place in the deployment: it starts, says it has no
+rules to evaluate, and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from shared.lifecycle import stop_on_signals
+from shared.logsetup import configure_logging
+from shared.settings import Settings, SettingsError
+
+log = logging.getLogger("evaluator")
+
+
+async def run() -> None:
+    stop = stop_on_signals()
+    log.info("evaluator started (idle: alert evaluation is not part of this version)")
+    await stop.wait()
+    log.info("evaluator stopped")
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(str(exc))
+    configure_logging(settings, "evaluator")
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

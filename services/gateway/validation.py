@@ -1,0 +1,229 @@
+"""Turn what a client sent into validated LogRecords, or say precisely what is wrong.
+
+Nothing is guessed: a value that does not fit is refused with its field and reason,
+never truncated or coerced silently. Decoding is fast-pathed: the whole body is decoded
+at once, and only when that fails is each entry decoded alone to find the culprits.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from shared.errors import FieldError
+from shared.ids import uuid7
+from shared.model import Level, LogEntryIn, LogRecord
+from shared.settings import Settings
+
+_entry_decoder = msgspec.json.Decoder(LogEntryIn)
+_entries_decoder = msgspec.json.Decoder(list[LogEntryIn])
+_json_encoder = msgspec.json.Encoder()
+_FIELD_IN_ERROR = re.compile(r"at `\$(?:\[\d+\])?\.?([A-Za-z_][\w.]*)?")
+_NAMED_FIELD = re.compile(r"field `([^`]+)`")
+
+
+@dataclass(slots=True)
+class Validated:
+    records: list[LogRecord] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)  # position in the request of each record
+    errors: list[FieldError] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_bytes: int
+    max_metadata_bytes: int
+    max_metadata_keys: int
+    max_metadata_depth: int
+    max_age: timedelta
+    max_future: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_message_bytes=settings.max_message_bytes,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            max_metadata_keys=settings.max_metadata_keys,
+            max_metadata_depth=settings.max_metadata_depth,
+            max_age=timedelta(days=settings.max_age_days),
+            max_future=timedelta(minutes=settings.ingest_max_future_minutes),
+        )
+
+
+class EntryRejected(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def decode_error(exc: ValueError) -> FieldError:
+    """msgspec says `Expected str, got int - at $.level`: split into field and reason."""
+    text = str(exc)
+    match = _FIELD_IN_ERROR.search(text)
+    path = (match.group(1) or "") if match else ""
+    reason = text.split(" - at ")[0]
+    named = _NAMED_FIELD.search(reason)  # "Object missing required field `level`"
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return FieldError(field=path or "$", reason=reason)
+
+
+def validate_entries(
+    raw_entries: Iterable[msgspec.Raw | bytes],
+    tenant_id: uuid.UUID,
+    limits: Limits,
+    now: datetime | None = None,
+) -> Validated:
+    now = now or datetime.now(UTC)
+    out = Validated()
+    for index, raw in enumerate(raw_entries):
+        try:
+            entry = _entry_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            error = decode_error(exc)
+            error.index = index
+            out.errors.append(error)
+            continue
+        _check_one(out, index, entry, tenant_id, limits, now)
+    return out
+
+
+def validate_decoded(
+    entries: list[LogEntryIn], tenant_id: uuid.UUID, limits: Limits, now: datetime | None = None
+) -> Validated:
+    """The fast path: entries already decoded together."""
+    now = now or datetime.now(UTC)
+    out = Validated()
+    for index, entry in enumerate(entries):
+        _check_one(out, index, entry, tenant_id, limits, now)
+    return out
+
+
+def decode_batch(body: bytes) -> list[LogEntryIn] | None:
+    """Decode a JSON array of entries in one pass; None when any entry is malformed."""
+    try:
+        return _entries_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def _check_one(
+    out: Validated,
+    index: int,
+    entry: LogEntryIn,
+    tenant_id: uuid.UUID,
+    limits: Limits,
+    now: datetime,
+) -> None:
+    try:
+        record = to_record(entry, tenant_id, limits, now)
+    except EntryRejected as exc:
+        out.errors.append(FieldError(field=exc.field, reason=exc.reason, index=index))
+        return
+    out.records.append(record)
+    out.indexes.append(index)
+
+
+def to_record(entry: LogEntryIn, tenant_id: uuid.UUID, limits: Limits, now: datetime) -> LogRecord:
+    try:
+        level = Level.parse(entry.level)
+    except ValueError as exc:
+        raise EntryRejected("level", str(exc)) from None
+    if entry.tenant_id is not None and entry.tenant_id != tenant_id:
+        raise EntryRejected("tenant_id", "does not match the tenant of the request")
+    if not entry.message.strip():
+        raise EntryRejected("message", "must not be empty")
+    if len(entry.message.encode("utf-8", "surrogatepass")) > limits.max_message_bytes:
+        raise EntryRejected("message", f"longer than {limits.max_message_bytes} bytes")
+    for name in (
+        "service_name",
+        "message",
+        "trace_id",
+        "span_id",
+        "user_id",
+        "request_id",
+        "source",
+        "host",
+        "environment",
+    ):
+        _check_text(name, getattr(entry, name))
+    timestamp = entry.timestamp
+    if timestamp is None:
+        timestamp = now
+    elif timestamp.tzinfo is None:
+        raise EntryRejected("timestamp", "must be RFC 3339 with a time zone (Z or +hh:mm)")
+    else:
+        if timestamp < now - limits.max_age:
+            raise EntryRejected(
+                "timestamp",
+                f"older than the accepted window of {limits.max_age.days} days",
+            )
+        if timestamp > now + limits.max_future:
+            raise EntryRejected(
+                "timestamp",
+                f"more than {int(limits.max_future.total_seconds() // 60)} minutes in the future",
+            )
+    metadata = None
+    if entry.metadata:
+        metadata = _metadata_json(entry.metadata, limits)
+    return LogRecord(
+        id=entry.id or uuid7(),
+        timestamp=timestamp.astimezone(UTC),
+        level=int(level),
+        service_name=entry.service_name,
+        message=entry.message,
+        trace_id=entry.trace_id or None,
+        span_id=entry.span_id or None,
+        user_id=entry.user_id or None,
+        request_id=entry.request_id or None,
+        metadata=metadata,
+        source=entry.source or None,
+        host=entry.host or None,
+        environment=entry.environment or None,
+    )
+
+
+def _check_text(name: str, value: str | None) -> None:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold lone surrogates (which
+    JSON's \\ud800 escapes can smuggle in): refuse both here, not in the writer."""
+    if value is None:
+        return
+    if "\x00" in value:
+        raise EntryRejected(name, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EntryRejected(name, "is not valid Unicode (unpaired surrogate)") from None
+
+
+def _metadata_json(metadata: dict[str, Any], limits: Limits) -> bytes:
+    if len(metadata) > limits.max_metadata_keys:
+        raise EntryRejected("metadata", f"more than {limits.max_metadata_keys} keys")
+    _check_json_value(metadata, 1, limits.max_metadata_depth, "metadata")
+    encoded = _json_encoder.encode(metadata)
+    if len(encoded) > limits.max_metadata_bytes:
+        raise EntryRejected("metadata", f"larger than {limits.max_metadata_bytes} bytes as JSON")
+    return encoded
+
+
+def _check_json_value(value: Any, depth: int, max_depth: int, path: str) -> None:
+    if isinstance(value, str):
+        _check_text(path, value)
+    elif isinstance(value, dict):
+        if depth > max_depth:
+            raise EntryRejected(path, f"nested deeper than {max_depth} levels")
+        for key, item in value.items():
+            _check_text(f"{path}.{key}", key)
+            _check_json_value(item, depth + 1, max_depth, f"{path}.{key}")
+    elif isinstance(value, list):
+        if depth > max_depth:
+            raise EntryRejected(path, f"nested deeper than {max_depth} levels")
+        for i, item in enumerate(value):
+            _check_json_value(item, depth + 1, max_depth, f"{path}[{i}]")

@@ -1,0 +1,82 @@
+"""`python -m services.janitor`: the housekeeping loop, one active janitor at a time.
+
+Each run (every JANITOR_INTERVAL) creates partitions ahead and forgets inbox entries old
+enough that their stream messages can no longer be redelivered. Retention, size quotas
+and archiving are added here by the retention issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import psycopg
+
+from shared.lifecycle import sleep_or_stop, stop_on_signals
+from shared.logsetup import configure_logging
+from shared.migrate import ensure_partitions_ahead
+from shared.settings import Settings, SettingsError
+
+log = logging.getLogger("janitor")
+
+_LOCK_KEY = 0x6A616E69  # "jani"
+INBOX_KEEP_HOURS = 72
+_DELETE_BATCH = 10_000
+
+
+def run_once(settings: Settings) -> bool:
+    """One housekeeping pass; False when another janitor holds the lock."""
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+        if not locked or not locked[0]:
+            return False
+        try:
+            ensure_partitions_ahead(conn, settings)
+            while True:
+                # Bounded batches: no long lock, no table-wide scan (index on committed_at).
+                cur = conn.execute(
+                    """DELETE FROM ingest_inbox WHERE ctid = ANY (ARRAY(
+                           SELECT ctid FROM ingest_inbox
+                           WHERE committed_at < now() - make_interval(hours => %s)
+                           LIMIT %s))""",
+                    (INBOX_KEEP_HOURS, _DELETE_BATCH),
+                )
+                if cur.rowcount < _DELETE_BATCH:
+                    break
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return True
+
+
+async def run(settings: Settings) -> None:
+    stop = stop_on_signals()
+    log.info("janitor started, every %ss", settings.janitor_interval_seconds)
+    failing = False
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(run_once, settings)
+            if failing:
+                log.info("janitor recovered")
+            failing = False
+            delay: float = settings.janitor_interval_seconds
+        except psycopg.Error as exc:
+            if not failing:
+                log.warning("janitor run failed, retrying: %s", exc)
+            failing = True
+            delay = min(30.0, settings.janitor_interval_seconds)
+        await sleep_or_stop(stop, delay)
+    log.info("janitor stopped")
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(str(exc))
+    configure_logging(settings, "janitor")
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

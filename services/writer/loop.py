@@ -1,0 +1,232 @@
+"""The writer's loop: gather → store in one transaction → acknowledge → trim.
+
+Messages are acknowledged only after COMMIT; a crash anywhere before that leaves them
+pending in Redis, and the inbox makes their redelivery a no-op. PostgreSQL or Redis
+going away pauses the loop (capped exponential backoff with jitter); the batch in hand
+is kept and retried, never dropped. A message whose content cannot be stored is retried
+alone and, after WRITER_MAX_ATTEMPTS, parked on the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.exceptions import RedisError
+
+from services.writer.consumer import Delivery, StreamConsumer
+from services.writer.store import (
+    Stored,
+    ensure_partitions,
+    is_data_error,
+    partition_starts,
+    store_batch,
+)
+from shared.lifecycle import sleep_or_stop
+from shared.settings import Settings
+
+log = logging.getLogger("writer")
+
+_TRANSIENT = (psycopg.OperationalError, PoolTimeout, RedisError, OSError, TimeoutError)
+_TRIM_EVERY_SECONDS = 1.0
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter; `reset()` after a success."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class WriterStats:
+    rows: int = 0
+    messages: int = 0
+    repeats: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    last_batch_seconds: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class Writer:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        consumer: StreamConsumer,
+        *,
+        partition_unit: str = "day",
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._consumer = consumer
+        self._unit = partition_unit
+        self._known_partitions: set[object] = set()
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._last_trim = 0.0
+        self.stats = WriterStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set; the batch in hand is finished or left pending."""
+        backoff = Backoff()
+        state = "starting"
+        while not stop.is_set():
+            try:
+                if state != "running":
+                    await self._consumer.ensure_groups()
+                await self.step(stop)
+                backoff.reset()
+                if state != "running":
+                    log.info("writer %s running", self._consumer.name)
+                    state = "running"
+            except _TRANSIENT as exc:
+                if state != "waiting":
+                    log.warning("writer paused, dependency unavailable: %s", exc)
+                    state = "waiting"
+                self._consumer.reread_pending()
+                await sleep_or_stop(stop, backoff.next_delay())
+        log.info("writer %s stopped", self._consumer.name)
+
+    async def step(self, stop: asyncio.Event | None = None) -> int:
+        """Gather one batch, store it, acknowledge it. Returns the messages handled."""
+        batch = await self._gather(stop)
+        if not batch:
+            await self._maybe_trim()
+            return 0
+        await self._store_and_ack(batch)
+        await self._maybe_trim()
+        return len(batch)
+
+    async def drain(self) -> int:
+        """Store everything queued now, then return (tests and one-shot tools)."""
+        handled = 0
+        while True:
+            n = await self.step()
+            if n == 0:
+                return handled
+            handled += n
+
+    async def _gather(self, stop: asyncio.Event | None) -> list[Delivery]:
+        s = self._settings
+        count = max(1, min(1000, s.writer_batch_rows // 100))
+        batch = await self._consumer.read(count, block_ms=1000 if stop is not None else 1)
+        if not batch:
+            return []
+        rows = sum(d.rows for d in batch)
+        deadline = time.monotonic() + s.writer_batch_wait_ms / 1000
+        while rows < s.writer_batch_rows and (stop is None or not stop.is_set()):
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = await self._consumer.read(count, block_ms=remaining_ms)
+            if not more:
+                break
+            batch.extend(more)
+            rows += sum(d.rows for d in more)
+        return batch
+
+    async def _store_and_ack(self, batch: list[Delivery]) -> None:
+        undecodable = [d for d in batch if d.message is None]
+        for d in undecodable:
+            await self._dead_letter(d, d.decode_error or "undecodable message")
+        good = [d for d in batch if d.message is not None]
+        if not good:
+            return
+        started = time.monotonic()
+        try:
+            stored = await self._store(good)
+        except psycopg.Error as exc:
+            if not is_data_error(exc):
+                raise
+            log.warning("batch of %d messages refused (%s); storing one by one", len(good), exc)
+            await self._store_one_by_one(good)
+            return
+        await self._acknowledge(stored)
+        self.stats.last_batch_seconds = time.monotonic() - started
+
+    async def _store(self, deliveries: list[Delivery]) -> Stored:
+        async with self._pool.connection() as conn:
+            await self._ensure_partitions(conn, deliveries)
+            try:
+                return await store_batch(conn, deliveries)
+            except psycopg.errors.CheckViolation as exc:
+                if "no partition" not in str(exc):
+                    raise
+                # A partition vanished under the cache (dropped by hand or by retention).
+                self._known_partitions.clear()
+                await self._ensure_partitions(conn, deliveries)
+                return await store_batch(conn, deliveries)
+
+    async def _ensure_partitions(
+        self, conn: psycopg.AsyncConnection, batch: list[Delivery]
+    ) -> None:
+        starts = partition_starts(
+            (r for d in batch if d.message for r in d.message.records), self._unit
+        )
+        missing = starts - self._known_partitions
+        if missing:
+            await conn.set_autocommit(True)
+            try:
+                await ensure_partitions(conn, missing)
+            finally:
+                await conn.set_autocommit(False)
+            self._known_partitions |= missing
+
+    async def _store_one_by_one(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
+            key = (delivery.stream, delivery.message_id)
+            try:
+                stored = await self._store([delivery])
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                attempts = self._attempts.get(key, 0) + 1
+                self._attempts[key] = attempts
+                if attempts >= self._settings.writer_max_attempts:
+                    await self._dead_letter(delivery, f"{type(exc).__name__}: {exc}")
+                else:
+                    log.warning("message %s failed (attempt %d): %s", key, attempts, exc)
+                    # Left pending: read again from the pending list on the next step.
+                    self._consumer.reread_pending()
+                continue
+            await self._acknowledge(stored)
+
+    async def _acknowledge(self, stored: Stored) -> None:
+        """XACK after COMMIT. If Redis fails here the messages stay pending and their
+        redelivery is recognised by the inbox, so nothing is stored twice."""
+        await self._consumer.ack(stored.fresh + stored.repeated)
+        for d in stored.fresh + stored.repeated:
+            self._attempts.pop((d.stream, d.message_id), None)
+        self.stats.rows += stored.rows
+        self.stats.messages += len(stored.fresh)
+        self.stats.repeats += len(stored.repeated)
+        self.stats.batches += 1
+        if stored.repeated:
+            log.info("skipped %d redelivered messages already stored", len(stored.repeated))
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        log.error("dead-lettering %s %s: %s", delivery.stream, delivery.message_id, reason)
+        await self._consumer.dead_letter(delivery, reason)
+        self._attempts.pop((delivery.stream, delivery.message_id), None)
+        self.stats.dead_letters += 1
+
+    async def _maybe_trim(self) -> None:
+        now = time.monotonic()
+        if now - self._last_trim >= _TRIM_EVERY_SECONDS:
+            self._last_trim = now
+            await self._consumer.trim_acknowledged()

@@ -1,0 +1,114 @@
+"""The log model: levels, the entry as clients send it, and the record as it is stored."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+
+class Level(enum.IntEnum):
+    """The seed's five levels, stored as a small integer so `min_level` is a comparison."""
+
+    DEBUG = 1
+    INFO = 2
+    WARN = 3
+    ERROR = 4
+    FATAL = 5
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        """Case-insensitive; common aliases of other loggers are folded in."""
+        name = text.strip().upper()
+        name = _LEVEL_ALIASES.get(name, name)
+        try:
+            return cls[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown level {text!r}: expected one of DEBUG, INFO, WARN, ERROR, FATAL"
+            ) from None
+
+
+_LEVEL_ALIASES = {"WARNING": "WARN", "ERR": "ERROR", "CRITICAL": "FATAL", "TRACE": "DEBUG"}
+LEVEL_NAMES = tuple(level.name for level in Level)
+
+ShortText = Annotated[str, msgspec.Meta(max_length=128)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class LogEntryIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One entry in the seed's shape, as a client sends it. Lengths are bounded here;
+    the rest of validation (level, time window, tenant, metadata size) is in `ingest`."""
+
+    service_name: Name
+    level: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+    message: str
+    id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    timestamp: datetime | None = None
+    trace_id: ShortText | None = None
+    span_id: ShortText | None = None
+    user_id: ShortText | None = None
+    request_id: ShortText | None = None
+    metadata: dict[str, Any] | None = None
+    source: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    host: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    environment: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The seed's batch body: `{"entries": [...]}`."""
+
+    entries: list[msgspec.Raw]
+
+
+class LogRecord(msgspec.Struct, array_like=True):
+    """A validated, normalised entry: what travels in the stream and is COPYed.
+
+    array_like keeps the msgpack compact (no field names per row). `metadata` is the
+    JSON text, encoded once by the gateway and handed to PostgreSQL as is.
+    """
+
+    id: uuid.UUID
+    timestamp: datetime
+    level: int
+    service_name: str
+    message: str
+    trace_id: str | None
+    span_id: str | None
+    user_id: str | None
+    request_id: str | None
+    metadata: bytes | None
+    source: str | None
+    host: str | None
+    environment: str | None
+
+
+class IngestMessage(msgspec.Struct, array_like=True):
+    """One accepted HTTP request: the unit of a stream message and of exactly-once."""
+
+    tenant_id: uuid.UUID
+    received_at: datetime
+    records: list[LogRecord]
+
+
+class LogEntryOut(msgspec.Struct):
+    """An entry as the API returns it: the seed's shape."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    service_name: str
+    level: str
+    message: str
+    timestamp: datetime
+    trace_id: str | None = None
+    span_id: str | None = None
+    user_id: str | None = None
+    request_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    source: str | None = None
+    host: str | None = None
+    environment: str | None = None

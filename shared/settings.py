@@ -1,0 +1,171 @@
+"""Every environment variable the processes read, typed, with the seed's defaults.
+
+`Settings.from_env()` is the only place the environment is read. A value that does not
+parse or is out of range stops the process at start with a message naming the variable,
+instead of surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _key_prefix(raw: str) -> str:
+    if not raw or any(c in raw for c in " \t\r\n{}"):
+        raise ValueError("must be non-empty, without spaces or braces")
+    return raw
+
+
+def _env(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
+    """Declare a setting: its variable, its default and how the text is parsed."""
+    return field(default=default, metadata={"env": name, "parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # The seed's variables, with the seed's defaults.
+    server_port: int = _env("SERVER_PORT", 5002, _int(1, 65535))
+    postgres_host: str = _env("POSTGRES_HOST", "localhost")
+    postgres_port: int = _env("POSTGRES_PORT", 5432, _int(1, 65535))
+    postgres_user: str = _env("POSTGRES_USER", "log_user")
+    postgres_password: str = _env("POSTGRES_PASSWORD", "")
+    postgres_db: str = _env("POSTGRES_DB", "log_db")
+    redis_host: str = _env("REDIS_HOST", "localhost")
+    redis_port: int = _env("REDIS_PORT", 6379, _int(1, 65535))
+    log_retention_days: int = _env("LOG_RETENTION_DAYS", 30, _int(1, 36500))
+    log_max_size_gb: float = _env("LOG_MAX_SIZE_GB", 50.0, _float(0.001, 1_000_000))
+
+    # Connections.
+    server_host: str = _env("SERVER_HOST", "127.0.0.1")
+    redis_db: int = _env("REDIS_DB", 0, _int(0, 1023))
+    redis_password: str = _env("REDIS_PASSWORD", "")
+    redis_key_prefix: str = _env("REDIS_KEY_PREFIX", "minisource", _key_prefix)
+    # Superuser used once, only to create POSTGRES_USER / POSTGRES_DB when they are absent.
+    postgres_bootstrap_user: str = _env("POSTGRES_BOOTSTRAP_USER", "postgres")
+    db_pool_min: int = _env("DB_POOL_MIN", 1, _int(0, 100))
+    db_pool_max: int = _env("DB_POOL_MAX", 10, _int(1, 200))
+
+    # Ingest.
+    partition_interval: str = _env("PARTITION_INTERVAL", "day", _choice("day", "month"))
+    partitions_ahead: int = _env("PARTITIONS_AHEAD", 3, _int(1, 60))
+    max_body_bytes: int = _env("MAX_BODY_BYTES", 10 * 1024 * 1024, _int(1024, 1024**3))
+    max_batch_entries: int = _env("MAX_BATCH_ENTRIES", 10_000, _int(1, 1_000_000))
+    max_message_bytes: int = _env("MAX_MESSAGE_BYTES", 64 * 1024, _int(16, 16 * 1024**2))
+    max_metadata_bytes: int = _env("MAX_METADATA_BYTES", 16 * 1024, _int(2, 16 * 1024**2))
+    max_metadata_keys: int = _env("MAX_METADATA_KEYS", 64, _int(1, 10_000))
+    max_metadata_depth: int = _env("MAX_METADATA_DEPTH", 8, _int(1, 64))
+    # Entries older than this (or LOG_RETENTION_DAYS when longer) are refused: they
+    # would be deleted by retention anyway, or point at a clock gone wrong.
+    ingest_max_age_days: int = _env("INGEST_MAX_AGE_DAYS", 0, _int(0, 36500))
+    ingest_max_future_minutes: int = _env("INGEST_MAX_FUTURE_MINUTES", 60, _int(0, 525_600))
+    idempotency_ttl_seconds: int = _env("IDEMPOTENCY_TTL_SECONDS", 86_400, _int(1, 2_592_000))
+
+    # Streams.
+    stream_shards: int = _env("STREAM_SHARDS", 4, _int(1, 256))
+    stream_max_backlog: int = _env("STREAM_MAX_BACKLOG", 2_000, _int(1, 10_000_000))
+    backpressure_retry_after: int = _env("BACKPRESSURE_RETRY_AFTER", 2, _int(1, 3600))
+
+    # Writer.
+    writer_batch_rows: int = _env("WRITER_BATCH_ROWS", 5_000, _int(1, 1_000_000))
+    writer_batch_wait_ms: int = _env("WRITER_BATCH_WAIT_MS", 200, _int(1, 60_000))
+    writer_claim_idle_ms: int = _env("WRITER_CLAIM_IDLE_MS", 60_000, _int(100, 86_400_000))
+    writer_max_attempts: int = _env("WRITER_MAX_ATTEMPTS", 5, _int(1, 1000))
+    writer_processes: int = _env("WRITER_PROCESSES", 1, _int(1, 64))
+    # Consumer name in the group. Stable names let a restarted writer re-read its own
+    # pending messages at once; unset, it is host-pid and XAUTOCLAIM recovers them.
+    writer_name: str = _env("WRITER_NAME", "")
+
+    # Background workers.
+    janitor_interval_seconds: int = _env("JANITOR_INTERVAL", 300, _int(1, 86_400))
+    alert_eval_interval_seconds: int = _env("ALERT_EVAL_INTERVAL", 30, _int(1, 86_400))
+
+    auth_mode: str = _env("AUTH_MODE", "trusted_header", _choice("trusted_header", "api_key"))
+    log_level: str = _env("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                problems.append(f"{name}={raw!r}: {exc}")
+        if problems:
+            raise SettingsError("invalid environment: " + "; ".join(problems))
+        settings = cls(**values)
+        if settings.db_pool_min > settings.db_pool_max:
+            raise SettingsError("invalid environment: DB_POOL_MIN must not exceed DB_POOL_MAX")
+        return settings
+
+    @property
+    def max_age_days(self) -> int:
+        return self.ingest_max_age_days or self.log_retention_days
+
+    def postgres_conninfo(self, *, user: str | None = None, dbname: str | None = None) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.postgres_host,
+            port=self.postgres_port,
+            user=user or self.postgres_user,
+            password=self.postgres_password or None,
+            dbname=dbname or self.postgres_db,
+            application_name="minisource-log",
+        )
+
+    @staticmethod
+    def documented() -> list[tuple[str, str]]:
+        """(variable, default) pairs, for the README and the settings test."""
+        return [(f.metadata["env"], str(f.default)) for f in fields(Settings)]

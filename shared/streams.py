@@ -1,0 +1,117 @@
+"""The stream hop between gateway and writers: key names, message encoding, enqueue.
+
+One accepted HTTP request is one stream message (an msgpack-encoded IngestMessage) on
+one of STREAM_SHARDS streams. Acknowledged messages are trimmed by the writer with
+XTRIM MINID, so XLEN is the shard's backlog: what is queued or being written.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import msgspec
+from redis.asyncio import Redis
+
+from shared.model import IngestMessage
+from shared.settings import Settings
+
+GROUP = "writers"
+PAYLOAD_FIELD = b"m"
+
+_encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
+_decoder = msgspec.msgpack.Decoder(IngestMessage)
+
+
+def encode_message(message: IngestMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_message(payload: bytes) -> IngestMessage:
+    return _decoder.decode(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKeys:
+    """Every Redis key of one deployment, under REDIS_KEY_PREFIX."""
+
+    prefix: str
+    shards: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamKeys:
+        return cls(settings.redis_key_prefix, settings.stream_shards)
+
+    def shard(self, index: int) -> str:
+        return f"{self.prefix}:ingest:{index}"
+
+    def all_shards(self) -> list[str]:
+        return [self.shard(i) for i in range(self.shards)]
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}:ingest:dead"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
+
+    def tail_channel(self, tenant: str) -> str:
+        return f"{self.prefix}:tail:{tenant}"
+
+
+# Atomic admission: a replayed Idempotency-Key returns the first answer; a full shard
+# refuses (the caller answers 503 + Retry-After) instead of queueing what may not fit;
+# otherwise XADD and remember the answer under the key. No MAXLEN: trimming by length
+# would delete messages nobody has read yet (ARCHITECTURE.md, pitfall 2).
+_ENQUEUE = """
+if KEYS[2] ~= '' then
+  local previous = redis.call('GET', KEYS[2])
+  if previous then return {'replay', previous} end
+end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return {'full', ''} end
+local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4])) end
+return {'ok', id}
+"""
+
+
+class BacklogFull(Exception):
+    """Every shard tried is at STREAM_MAX_BACKLOG."""
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    message_id: str | None
+    replayed_answer: bytes | None = None
+
+
+class Enqueuer:
+    """Puts accepted batches on the streams, round-robin over shards."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = StreamKeys.from_settings(settings)
+        self._max_backlog = settings.stream_max_backlog
+        self._idem_ttl = settings.idempotency_ttl_seconds
+        self._script = redis.register_script(_ENQUEUE)
+        self._next_shard = itertools.cycle(range(settings.stream_shards))
+
+    async def enqueue(
+        self, payload: bytes, *, idempotency_key: str = "", answer: bytes = b""
+    ) -> Enqueued:
+        """XADD the payload; with an idempotency key, a repeat returns the first answer.
+
+        Tries each shard at most once before giving up, so one slow shard does not
+        refuse traffic the others can take.
+        """
+        for _ in range(self._keys.shards):
+            shard = self._keys.shard(next(self._next_shard))
+            status, value = await self._script(
+                keys=[shard, idempotency_key],
+                args=[self._max_backlog, payload, answer, self._idem_ttl],
+            )
+            if status == b"ok":
+                return Enqueued(message_id=value.decode())
+            if status == b"replay":
+                return Enqueued(message_id=None, replayed_answer=value)
+        raise BacklogFull

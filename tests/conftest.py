@@ -1,0 +1,143 @@
+"""Real PostgreSQL and Redis for every test, each test in its own database and key prefix.
+
+The machine's services are used (POSTGRES_HOST/PORT, REDIS_HOST/PORT, defaults local);
+where no PostgreSQL or Redis answers but a Docker engine runs, testcontainers starts
+them. A template database is migrated once per session; each test gets a copy of it
+(CREATE DATABASE ... TEMPLATE, ~0.1 s) and a unique Redis key prefix, both removed after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+from psycopg import sql
+from redis import Redis as SyncRedis
+
+from services.gateway.app import create_app
+from services.writer.__main__ import configure_connection
+from services.writer.consumer import StreamConsumer
+from services.writer.loop import Writer
+from shared.db import make_pool
+from shared.migrate import migrate
+from shared.redis_conn import make_redis
+from shared.settings import Settings
+from shared.streams import StreamKeys
+from tests.services_env import ensure_services
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Iterator[Settings]:
+    endpoints = ensure_services()
+    settings = replace(
+        Settings.from_env(
+            {
+                "POSTGRES_USER": os.environ.get("TEST_POSTGRES_USER", "postgres"),
+                "POSTGRES_PASSWORD": os.environ.get("TEST_POSTGRES_PASSWORD", ""),
+                "LOG_LEVEL": "warning",
+            }
+        ),
+        postgres_host=endpoints.postgres_host,
+        postgres_port=endpoints.postgres_port,
+        redis_host=endpoints.redis_host,
+        redis_port=endpoints.redis_port,
+        db_pool_min=0,
+        db_pool_max=4,
+    )
+    template = f"mlog_tpl_{os.getpid()}"
+    admin = psycopg.connect(settings.postgres_conninfo(dbname="postgres"), autocommit=True)
+    admin.execute(
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template))
+    )
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+    migrate(replace(settings, postgres_db=template))
+    try:
+        yield replace(settings, postgres_db=template)
+    finally:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template))
+        )
+        admin.close()
+        endpoints.close()
+
+
+def clone_database(base: Settings, name: str) -> None:
+    with psycopg.connect(base.postgres_conninfo(dbname="postgres"), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(base.postgres_db)
+            )
+        )
+
+
+def drop_database(base: Settings, name: str) -> None:
+    with psycopg.connect(base.postgres_conninfo(dbname="postgres"), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def drop_keys(settings: Settings) -> None:
+    client = SyncRedis(host=settings.redis_host, port=settings.redis_port, db=settings.redis_db)
+    with contextlib.closing(client):
+        keys = list(client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at a fresh database and a fresh Redis key prefix."""
+    suffix = uuid.uuid4().hex[:12]
+    name = f"mlog_t_{suffix}"
+    clone_database(base_settings, name)
+    settings = replace(base_settings, postgres_db=name, redis_key_prefix=f"test-{suffix}")
+    try:
+        yield settings
+    finally:
+        drop_database(base_settings, name)
+        drop_keys(settings)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A plain autocommit connection to the test's database, for assertions."""
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def writer(settings: Settings) -> AsyncIterator[Writer]:
+    """An in-process writer; tests call `await writer.drain()` to store what is queued."""
+    pool = make_pool(
+        settings, name="writer-test", min_size=0, max_size=2, configure=configure_connection
+    )
+    await pool.open()
+    redis = make_redis(settings, blocking=True)
+    consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), "test-writer", 60_000)
+    await consumer.ensure_groups()
+    try:
+        yield Writer(settings, pool, consumer, partition_unit=settings.partition_interval)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+TENANT = uuid.UUID("123e4567-e89b-12d3-a456-426614174000")
+OTHER_TENANT = uuid.UUID("0f4f3b3e-1d5c-4b53-9d52-6a1f0e9b2c11")
+
+
+def tenant_headers(tenant: uuid.UUID = TENANT) -> dict[str, str]:
+    return {"X-Tenant-ID": str(tenant), "Content-Type": "application/json"}
