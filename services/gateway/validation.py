@@ -63,7 +63,7 @@ class EntryRejected(Exception):
         self.reason = reason
 
 
-def decode_error(exc: ValueError) -> FieldError:
+def decode_error(exc: Exception) -> FieldError:
     """msgspec says `Expected str, got int - at $.level`: split into field and reason."""
     text = str(exc)
     match = _FIELD_IN_ERROR.search(text)
