@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg import sql
@@ -93,3 +95,16 @@ def bootstrap_database(settings: Settings) -> None:
                 )
             )
             log.info("created database %s", settings.postgres_db)
+
+
+@asynccontextmanager
+async def tenant_scope(
+    pool: AsyncConnectionPool, tenant_id: uuid.UUID
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection inside a transaction scoped to one tenant: every read of the query
+    API runs in one. The tenant is also set as `app.tenant_id` for the transaction, which
+    row-level security policies (the second wall) check; queries still filter by tenant
+    explicitly (the first wall)."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        yield conn
