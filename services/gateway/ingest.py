@@ -15,9 +15,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from redis.exceptions import RedisError
 
 from services.gateway.auth import Caller, provide_caller
+from services.gateway.openapi_body import documented_body
 from services.gateway.validation import (
     Limits,
     Validated,
@@ -61,6 +63,12 @@ class IngestAnswer(msgspec.Struct):
     rejected: int
     ids: list[uuid.UUID]
     errors: list[FieldError]
+
+
+class BatchDoc(msgspec.Struct):
+    """The batch body as documented (the handler also takes a bare array)."""
+
+    entries: list[LogEntryIn]
 
 
 class SingleAnswer(msgspec.Struct):
@@ -129,7 +137,13 @@ class IngestController(Controller):
     tags = ["ingest"]
     dependencies = {"caller": Provide(provide_caller)}
 
-    @post("/", status_code=202, summary="Ingest one log entry")
+    @post(
+        "/",
+        status_code=202,
+        summary="Ingest one log entry",
+        operation_class=documented_body(LogEntryIn, "One entry in the seed's shape"),
+        responses={202: ResponseSpec(SingleAnswer, description="Queued; stored exactly once")},
+    )
     async def ingest_one(
         self, request: Request[Any, Any, Any], caller: NamedDependency[Caller]
     ) -> Response[bytes]:
@@ -151,7 +165,15 @@ class IngestController(Controller):
         answer = _encoder.encode(SingleAnswer(id=result.records[0].id))
         return await _enqueue(request, caller, result, answer)
 
-    @post("/batch", status_code=202, summary="Ingest a batch of log entries")
+    @post(
+        "/batch",
+        status_code=202,
+        summary="Ingest a batch of log entries",
+        description='`{"entries": [...]}` or a bare JSON array. Valid entries are accepted; '
+        "each invalid one is reported in `errors` with its index, field and reason.",
+        operation_class=documented_body(BatchDoc, "A batch of entries"),
+        responses={202: ResponseSpec(IngestAnswer, description="The valid entries are queued")},
+    )
     async def ingest_batch(
         self, request: Request[Any, Any, Any], caller: NamedDependency[Caller]
     ) -> Response[bytes]:
