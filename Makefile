@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test lint format bench bench-ingest bench-query dev-up docker-build clean
+.PHONY: install run migrate test lint format bench bench-ingest bench-query bench-tail dev-up docker-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,16 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark; figures are printed beside baselines measured in the same run
-bench: bench-ingest bench-query
+bench: bench-ingest bench-query bench-tail
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
 bench-query: $(STAMP)
 	$(BIN)/python -m bench.query
+
+bench-tail: $(STAMP)
+	$(BIN)/python -m bench.tail
 
 ## dev-up: make sure the local PostgreSQL and Redis are running
 dev-up:

@@ -20,6 +20,7 @@ from shared.db import bootstrap_database
 from shared.lifecycle import sleep_or_stop, stop_on_signals
 from shared.migrate import migrate
 from shared.settings import Settings, SettingsError
+from shared.tenancy import first_admin_key
 
 _STOP_GRACE_SECONDS = 20.0
 
@@ -44,6 +45,9 @@ async def _supervise(child: Child, stop: asyncio.Event) -> None:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", child.module, env=child.env
         )
+        if stop.is_set():
+            # Stopping began while it was starting: `_stop_all` may not have seen it.
+            child.process.send_signal(signal.SIGTERM)
         code = await child.process.wait()
         if stop.is_set():
             return
@@ -54,17 +58,19 @@ async def _supervise(child: Child, stop: asyncio.Event) -> None:
         delay = min(delay * 2, 30.0)
 
 
-async def _stop_all(children: list[Child]) -> None:
-    running = [c.process for c in children if c.process and c.process.returncode is None]
-    for p in running:
-        p.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(_STOP_GRACE_SECONDS):
-            await asyncio.gather(*(p.wait() for p in running))
-    except TimeoutError:
-        for p in running:
-            if p.returncode is None:
-                p.kill()
+async def _stop_all(children: list[Child], supervisors: list[asyncio.Task[None]]) -> None:
+    """SIGTERM every child, wait for each supervisor to see its child exit (a child that was
+    being restarted is signalled by its supervisor), SIGKILL what outlives the grace."""
+    for c in children:
+        if c.process and c.process.returncode is None:
+            c.process.send_signal(signal.SIGTERM)
+    _, late = await asyncio.wait(supervisors, timeout=_STOP_GRACE_SECONDS)
+    if late:
+        for c in children:
+            if c.process and c.process.returncode is None:
+                _say(f"{c.name} did not stop within {_STOP_GRACE_SECONDS:.0f}s; killing it")
+                c.process.kill()
+        await asyncio.wait(late)
 
 
 async def run(settings: Settings) -> None:
@@ -86,10 +92,7 @@ async def run(settings: Settings) -> None:
     )
     await stop.wait()
     _say("stopping")
-    await _stop_all(children)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await _stop_all(children, tasks)
     _say("stopped")
 
 
@@ -106,9 +109,12 @@ def main() -> None:
     try:
         bootstrap_database(settings)
         applied = migrate(settings)
+        admin_key = asyncio.run(first_admin_key(settings))
     except Exception as exc:
         sys.exit(f"[minisource] cannot prepare the database: {exc}")
     _say(f"schema up to date (applied now: {applied or 'nothing'})")
+    if admin_key:
+        _say(f"bootstrap admin API key, shown this once (only its digest is kept): {admin_key}")
     asyncio.run(run(settings))
 
 

@@ -23,6 +23,7 @@ def make_pool(
     min_size: int | None = None,
     max_size: int | None = None,
     configure: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+    timeout: float = 10.0,
 ) -> AsyncConnectionPool:
     """A pool that is not yet open: the owner opens it in its lifespan (`await pool.open()`)
     so that nothing connects at import time."""
@@ -36,7 +37,7 @@ def make_pool(
         # A connection broken by a PostgreSQL restart is found and replaced on checkout.
         check=AsyncConnectionPool.check_connection,
         reconnect_timeout=0,
-        timeout=10.0,
+        timeout=timeout,
         configure=configure,
     )
 
@@ -57,7 +58,10 @@ def bootstrap_database(settings: Settings) -> None:
     possible (managed PostgreSQL, no superuser) the error says what to create by hand.
     """
     try:
-        psycopg.connect(settings.postgres_conninfo(), connect_timeout=5).close()
+        with psycopg.connect(settings.postgres_conninfo(), connect_timeout=5) as conn:
+            reader_ready = _may_become_reader(conn)
+        if not reader_ready:
+            _bootstrap_reader_role(settings)
         return
     except psycopg.OperationalError as exc:
         first_error = exc
@@ -95,6 +99,55 @@ def bootstrap_database(settings: Settings) -> None:
                 )
             )
             log.info("created database %s", settings.postgres_db)
+        _grant_reader_role(admin, settings.postgres_user)
+
+
+# The role tenant-scoped transactions run as, subject to row-level security; created by
+# sql/0003_tenancy.sql where the migrating role may, else by the bootstrap superuser.
+READER_ROLE = "log_reader"
+
+
+def _may_become_reader(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        """SELECT r.rolsuper OR EXISTS (
+                      SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                       WHERE g.rolname = %s AND m.member = r.oid)
+             FROM pg_roles r WHERE r.rolname = current_user""",
+        (READER_ROLE,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _grant_reader_role(admin: psycopg.Connection, login_role: str) -> None:
+    """Create the reader role (idempotent: roles are cluster-wide, shared by databases)
+    and make the service's login role a member, so `tenant_scope` may switch to it."""
+    admin.execute(
+        sql.SQL(
+            "DO $$ BEGIN CREATE ROLE {} NOLOGIN; "
+            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ).format(sql.Identifier(READER_ROLE))
+    )
+    admin.execute(
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(READER_ROLE), sql.Identifier(login_role))
+    )
+
+
+def _bootstrap_reader_role(settings: Settings) -> None:
+    try:
+        with psycopg.connect(
+            settings.postgres_conninfo(user=settings.postgres_bootstrap_user, dbname="postgres"),
+            autocommit=True,
+            connect_timeout=5,
+        ) as admin:
+            _grant_reader_role(admin, settings.postgres_user)
+    except psycopg.Error as exc:
+        # Not fatal here: a login role with CREATEROLE makes the role in the migration,
+        # and otherwise the migration fails with the exact statements to run by hand.
+        log.info(
+            "cannot grant role %s as %s: %s", READER_ROLE, settings.postgres_bootstrap_user, exc
+        )
+        return
+    log.info("role %s granted to %s", READER_ROLE, settings.postgres_user)
 
 
 @asynccontextmanager
@@ -102,9 +155,17 @@ async def tenant_scope(
     pool: AsyncConnectionPool, tenant_id: uuid.UUID
 ) -> AsyncIterator[psycopg.AsyncConnection]:
     """A connection inside a transaction scoped to one tenant: every read of the query
-    API runs in one. The tenant is also set as `app.tenant_id` for the transaction, which
-    row-level security policies (the second wall) check; queries still filter by tenant
-    explicitly (the first wall)."""
+    API runs in one. Queries filter by tenant explicitly (the first wall); the transaction
+    also runs as READER_ROLE with `app.tenant_id` set, so row-level security (the second
+    wall) hides every other tenant's rows even from a query that forgets its predicate.
+    READER_ROLE reaches only the tables a migration put behind the wall with
+    `SELECT enable_tenant_rls('table')` (sql/0003_tenancy.sql; log_entries through the
+    parent only) and views granted to it; never api_keys or the audit trail."""
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        # Both settings are transaction-local (SET LOCAL): the pooled connection goes back
+        # to the pool as its owner role, with no tenant, whatever happened inside.
+        await conn.execute(
+            "SELECT set_config('app.tenant_id', %s, true), set_config('role', %s, true)",
+            (str(tenant_id), READER_ROLE),
+        )
         yield conn

@@ -33,12 +33,14 @@ class ServiceError(Exception):
         errors: list[FieldError] | None = None,
         retry_after: int | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
         self.retry_after = retry_after
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 class BadRequest(ServiceError):
@@ -55,6 +57,10 @@ class Forbidden(ServiceError):
 
 class NotFound(ServiceError):
     code, status, title = "not-found", 404, "Not found"
+
+
+class Conflict(ServiceError):
+    code, status, title = "conflict", 409, "Conflict"
 
 
 class PayloadTooLarge(ServiceError):

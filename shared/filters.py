@@ -10,11 +10,13 @@ explicitly, so a filter cannot name another tenant.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -46,8 +48,9 @@ class LogFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_d
     level: str | None = None
     levels: list[str] | None = None
     min_level: str | None = None
-    start_time: str | datetime | None = None
-    end_time: str | datetime | None = None
+    # RFC 3339 with a zone, or relative (`now-1h`); text, as it came on the wire.
+    start_time: str | None = None
+    end_time: str | None = None
     trace_id: ShortText | None = None
     span_id: ShortText | None = None
     user_id: ShortText | None = None
@@ -97,6 +100,22 @@ class CompiledFilter:
     def is_empty_range(self) -> bool:
         return self.start is not None and self.end is not None and self.start >= self.end
 
+    def with_default_window(self, width: timedelta, now: datetime) -> CompiledFilter:
+        """The same filter with a start when it has none: `width` before its end (or
+        before `now` when it is open-ended too). The end stays open when not given, so
+        entries dated slightly ahead of the server's clock are still found."""
+        if self.start is not None:
+            return self
+        return replace(self, start=(self.end or now) - width)
+
+    def canonical(self) -> bytes:
+        """A stable encoding of the whole filter (times resolved), for cache keys and
+        cursor fingerprints: equal filters give equal bytes."""
+        return _canonical.encode(self)
+
+
+_canonical = msgspec.json.Encoder(order="deterministic")
+
 
 def parse_time(value: str | datetime, field: str, now: datetime) -> datetime:
     """RFC 3339 with a zone, or relative: `now`, `now-15m`, `now-1h`, `now-7d`."""
@@ -109,7 +128,12 @@ def parse_time(value: str | datetime, field: str, now: datetime) -> datetime:
             amount, unit = relative.groups()
             if amount is None:
                 return now
-            return now - timedelta(**{_UNITS[unit]: int(amount)})
+            try:
+                return now - timedelta(**{_UNITS[unit]: int(amount)})
+            except OverflowError:
+                raise ValidationFailed(
+                    f"{field} is too far back", errors=[FieldError(field, "out of range")]
+                ) from None
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
@@ -126,13 +150,25 @@ def parse_time(value: str | datetime, field: str, now: datetime) -> datetime:
 
 
 def parse_search(text: str) -> tuple[str, ...]:
-    """Words and "quoted phrases"; each must appear in the message (case-insensitive)."""
+    """Words and "quoted phrases"; each must appear in the message as a substring,
+    ignoring the case of ASCII letters (`fold_case`)."""
     terms = []
     for phrase, word in _SEARCH_TERMS.findall(text):
         term = (phrase or word).strip()
         if term:
             terms.append(term)
     return tuple(dict.fromkeys(terms))
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_case(text: str) -> str:
+    """Lower-case ASCII letters only: what `ILIKE` does under the "C" collation.
+
+    Pinned to ASCII so the SQL and `matches` agree whatever the database's locale
+    (glibc and Python fold some non-ASCII letters differently, e.g. U+0130)."""
+    return text.translate(_ASCII_LOWER)
 
 
 def _level(value: str, field: str) -> int:
@@ -142,6 +178,10 @@ def _level(value: str, field: str) -> int:
         raise ValidationFailed(
             f"{field} is not a level", errors=[FieldError(field, str(exc))]
         ) from None
+
+
+_TEXT_FIELDS = ("trace_id", "span_id", "user_id", "request_id", "environment", "host", "source",
+                "search")  # fmt: skip
 
 
 def compile_filter(f: LogFilter, now: datetime | None = None) -> CompiledFilter:
@@ -168,21 +208,18 @@ def compile_filter(f: LogFilter, now: datetime | None = None) -> CompiledFilter:
             "too many metadata filters",
             errors=[FieldError("metadata", f"at most {MAX_METADATA_FILTERS} fields")],
         )
-    for key, _ in metadata:
-        if not key or len(key) > 128:
-            raise ValidationFailed(
-                "bad metadata key", errors=[FieldError("metadata", "keys are 1-128 characters")]
-            )
-    for name in ("trace_id", "span_id", "user_id", "request_id", "environment", "host",
-                 "source", "search", "service_name"):  # fmt: skip
-        value = getattr(f, name)
+    for key, value in metadata:
+        _check_metadata_term(key, value)
+    texts = [(name, getattr(f, name)) for name in _TEXT_FIELDS]
+    texts += [("services", name) for name in services]
+    for name, value in texts:
         if value is not None and "\x00" in value:
             raise ValidationFailed(
                 f"{name} contains NUL", errors=[FieldError(name, "must not contain NUL")]
             )
     search_terms = parse_search(f.search) if f.search else ()
     return CompiledFilter(
-        services=tuple(dict.fromkeys(services)),
+        services=tuple(sorted(set(services))),
         levels=tuple(sorted({_level(v, "level") for v in levels})),
         min_level=_level(f.min_level, "min_level") if f.min_level else None,
         start=start,
@@ -197,6 +234,24 @@ def compile_filter(f: LogFilter, now: datetime | None = None) -> CompiledFilter:
         source=f.source,
         metadata=metadata,
     )
+
+
+def _check_metadata_term(key: str, value: MetadataValue) -> None:
+    field = f"metadata.{key}"
+    if not key or len(key) > 128 or "\x00" in key:
+        raise ValidationFailed(
+            "bad metadata key",
+            errors=[FieldError(field, "keys are 1-128 characters, without NUL")],
+        )
+    if isinstance(value, str) and ("\x00" in value or len(value) > 1024):
+        raise ValidationFailed(
+            "bad metadata value",
+            errors=[FieldError(field, "string values are at most 1024 characters, without NUL")],
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationFailed(
+            "bad metadata value", errors=[FieldError(field, "numbers must be finite")]
+        )
 
 
 def _like_pattern(term: str) -> str:
@@ -216,8 +271,9 @@ def where_sql(tenant_id: uuid.UUID, f: CompiledFilter, *, alias: str = "") -> Sq
     """`WHERE`-clause body for log_entries: the tenant first, then each filter term.
 
     Values are always bound parameters; only column names are composed. The time bounds
-    are half-open: start <= timestamp < end. Search terms are case-insensitive substring
-    matches (ILIKE with LIKE wildcards escaped), served by a trigram index.
+    are half-open: start <= timestamp < end. Search terms are substring matches ignoring
+    ASCII case (ILIKE under the "C" collation, LIKE wildcards escaped), which the trigram
+    index on `message COLLATE "C"` serves (shared/search_index.py).
     """
 
     def col(name: str) -> sql.Composable:
@@ -251,7 +307,7 @@ def where_sql(tenant_id: uuid.UUID, f: CompiledFilter, *, alias: str = "") -> Sq
         if value is not None:
             add("{} = %s", name, value)
     for term in f.search_terms:
-        add("{} ILIKE %s", "message", _like_pattern(term))
+        add('({} COLLATE "C") ILIKE %s', "message", _like_pattern(term))
     if f.metadata:
         add("{} @> %s::jsonb", "metadata", msgspec.json.encode(dict(f.metadata)).decode())
     return SqlWhere(sql.SQL(" AND ").join(parts), params)
@@ -286,8 +342,8 @@ def matches(tenant_id: uuid.UUID, f: CompiledFilter, entry_tenant: uuid.UUID,
         if wanted is not None and entry.get(name) != wanted:
             return False
     if f.search_terms:
-        message = entry["message"].lower()
-        if not all(term.lower() in message for term in f.search_terms):
+        message = fold_case(entry["message"])
+        if not all(fold_case(term) in message for term in f.search_terms):
             return False
     if f.metadata:
         metadata = entry.get("metadata") or {}
@@ -298,9 +354,15 @@ def matches(tenant_id: uuid.UUID, f: CompiledFilter, entry_tenant: uuid.UUID,
 
 
 def _json_equal(stored: Any, wanted: MetadataValue) -> bool:
-    """JSONB containment equality: true is not 1, 1 equals 1.0, strings compare exactly."""
+    """JSONB containment of one scalar: true is not 1, strings compare exactly, numbers
+    compare as exact decimals (1 equals 1.0, but 2**60 is not the float 2.0**60)."""
     if isinstance(wanted, bool) or isinstance(stored, bool):
         return type(stored) is type(wanted) and stored == wanted
     if isinstance(wanted, int | float):
-        return isinstance(stored, int | float) and stored == wanted
-    return bool(stored == wanted)
+        return isinstance(stored, int | float) and _decimal(stored) == _decimal(wanted)
+    return isinstance(stored, str) and stored == wanted
+
+
+def _decimal(number: int | float) -> Decimal:
+    # repr() is the shortest text that reads back as the same float: what JSON carries.
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)

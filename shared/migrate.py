@@ -11,7 +11,6 @@ import hashlib
 import logging
 import re
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -83,11 +82,17 @@ def migrate(settings: Settings, conninfo: str | None = None) -> list[int]:
 
 
 def ensure_partitions_ahead(conn: psycopg.Connection, settings: Settings) -> None:
-    """Partitions from today through PARTITIONS_AHEAD intervals ahead exist afterwards."""
-    now = datetime.now(UTC)
-    step = timedelta(days=1 if settings.partition_interval == "day" else 28)
+    """Partitions from the current one through PARTITIONS_AHEAD intervals ahead exist
+    afterwards, in the interval the database was created with (log_settings)."""
+    # Calendar arithmetic in SQL: a month is not 28 days (that skipped months).
     for i in range(settings.partitions_ahead + 1):
-        conn.execute("SELECT ensure_log_partition(%s)", (now + step * i,))
+        conn.execute(
+            """SELECT ensure_log_partition(now() + CASE
+                   (SELECT value FROM log_settings WHERE key = 'partition_interval')
+                   WHEN 'month' THEN make_interval(months => %(i)s)
+                   ELSE make_interval(days => %(i)s) END)""",
+            {"i": i},
+        )
 
 
 def main() -> None:

@@ -62,6 +62,12 @@ def _key_prefix(raw: str) -> str:
     return raw
 
 
+def _admin_key(raw: str) -> str:
+    if len(raw) < 24 or not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise ValueError("must be at least 24 printable ASCII characters without spaces")
+    return raw
+
+
 def _env(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
     """Declare a setting: its variable, its default and how the text is parsed."""
     return field(default=default, metadata={"env": name, "parse": parse})
@@ -125,7 +131,59 @@ class Settings:
     janitor_interval_seconds: int = _env("JANITOR_INTERVAL", 300, _int(1, 86_400))
     alert_eval_interval_seconds: int = _env("ALERT_EVAL_INTERVAL", 30, _int(1, 86_400))
 
-    auth_mode: str = _env("AUTH_MODE", "trusted_header", _choice("trusted_header", "api_key"))
+    # Tenancy and security (issue 4): how callers authenticate, and limits per tenant.
+    # `api_key`: a key per caller (Authorization: Bearer or X-API-Key); `trusted_header`:
+    # the seed's X-Tenant-ID alone, only behind a gateway that authenticates.
+    auth_mode: str = _env("AUTH_MODE", "api_key", _choice("trusted_header", "api_key"))
+    # An operator key taken from the environment (tenant `system`, every scope). Unset,
+    # `python -m services` generates one at first start and prints it once.
+    admin_api_key: str = field(
+        default="", repr=False, metadata={"env": "ADMIN_API_KEY", "parse": _admin_key}
+    )
+    # Keys and tenant limits are cached this long in each gateway: a revoked key or a
+    # changed limit takes effect within it.
+    auth_cache_seconds: float = _env("AUTH_CACHE_SECONDS", 5.0, _float(0, 300))
+    # Ingest rate per tenant (0 = unlimited), a token bucket in Redis shared by every
+    # gateway; a full bucket holds TENANT_BURST_SECONDS of rate (at least one request).
+    tenant_logs_per_second: int = _env("TENANT_LOGS_PER_SECOND", 50_000, _int(0, 10**9))
+    tenant_bytes_per_second: int = _env(
+        "TENANT_BYTES_PER_SECOND", 50 * 1024 * 1024, _int(0, 10**12)
+    )
+    tenant_burst_seconds: float = _env("TENANT_BURST_SECONDS", 2.0, _float(0.1, 3600))
+    # Queries of one tenant running at once in one gateway process.
+    tenant_max_concurrent_queries: int = _env("TENANT_MAX_CONCURRENT_QUERIES", 8, _int(1, 10_000))
+    # Largest entry (its text fields and metadata JSON together).
+    max_entry_bytes: int = _env("MAX_ENTRY_BYTES", 128 * 1024, _int(64, 64 * 1024**2))
+    # Query cache (issue 3, stats and cache): answers for ranges closed in the past are
+    # kept QUERY_CACHE_TTL_SECONDS, open ranges QUERY_CACHE_OPEN_TTL_SECONDS (0 = never
+    # cached). A range is closed once its end is QUERY_CACHE_INGEST_LAG_SECONDS old.
+    # Each Redis call of the cache gives up after QUERY_CACHE_TIMEOUT_MS (then uncached).
+    query_cache_ttl_seconds: int = _env("QUERY_CACHE_TTL_SECONDS", 3600, _int(0, 604_800))
+    query_cache_open_ttl_seconds: int = _env("QUERY_CACHE_OPEN_TTL_SECONDS", 5, _int(0, 3600))
+    query_cache_ingest_lag_seconds: int = _env(
+        "QUERY_CACHE_INGEST_LAG_SECONDS", 120, _int(0, 86_400)
+    )
+    query_cache_timeout_ms: int = _env("QUERY_CACHE_TIMEOUT_MS", 100, _int(1, 10_000))
+    # Query API (issue 3, log queries): at most QUERY_CONCURRENCY queries of all tenants
+    # run at once per gateway process (keep it below DB_POOL_MAX); a query waits up to
+    # QUERY_QUEUE_WAIT_MS for a slot and runs at most QUERY_TIMEOUT_MS, else 503.
+    query_concurrency: int = _env("QUERY_CONCURRENCY", 8, _int(1, 1000))
+    query_queue_wait_ms: int = _env("QUERY_QUEUE_WAIT_MS", 2_000, _int(0, 60_000))
+    query_timeout_ms: int = _env("QUERY_TIMEOUT_MS", 10_000, _int(100, 3_600_000))
+    # Live tail (issue 5, GET /api/v1/logs/stream). A client's buffer holds at most
+    # TAIL_CLIENT_BUFFER events (plus the commit being offered) before it is dropped;
+    # streams are limited per tenant and in all per gateway process; a client may resume
+    # from up to TAIL_RESUME_WINDOW seconds back; a write blocked TAIL_WRITE_TIMEOUT
+    # seconds ends the stream; every TAIL_POLL_SECONDS each gateway checks PostgreSQL
+    # for commits whose publish it missed.
+    tail_heartbeat_seconds: float = _env("TAIL_HEARTBEAT_SECONDS", 15.0, _float(0.05, 3600))
+    tail_retry_ms: int = _env("TAIL_RETRY_MS", 2_000, _int(0, 600_000))
+    tail_client_buffer: int = _env("TAIL_CLIENT_BUFFER", 5_000, _int(1, 10_000_000))
+    tail_max_clients_per_tenant: int = _env("TAIL_MAX_CLIENTS_PER_TENANT", 100, _int(1, 100_000))
+    tail_max_clients: int = _env("TAIL_MAX_CLIENTS", 1_000, _int(1, 1_000_000))
+    tail_resume_window_seconds: int = _env("TAIL_RESUME_WINDOW", 3_600, _int(1, 30 * 86_400))
+    tail_write_timeout_seconds: float = _env("TAIL_WRITE_TIMEOUT", 30.0, _float(0.1, 3600))
+    tail_poll_seconds: float = _env("TAIL_POLL_SECONDS", 2.0, _float(0.05, 3600))
     log_level: str = _env("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
 
     @classmethod

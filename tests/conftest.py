@@ -29,6 +29,7 @@ from shared.migrate import migrate
 from shared.redis_conn import make_redis
 from shared.settings import Settings
 from shared.streams import StreamKeys
+from shared.tenancy import first_admin_key
 from tests.services_env import ensure_services
 
 
@@ -97,7 +98,14 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     suffix = uuid.uuid4().hex[:12]
     name = f"mlog_t_{suffix}"
     clone_database(base_settings, name)
-    settings = replace(base_settings, postgres_db=name, redis_key_prefix=f"test-{suffix}")
+    # trusted_header: tests name their tenant with X-Tenant-ID (tenant_headers); the
+    # api_key mode has its own fixtures (api_settings, api_client, admin_key).
+    settings = replace(
+        base_settings,
+        postgres_db=name,
+        redis_key_prefix=f"test-{suffix}",
+        auth_mode="trusted_header",
+    )
     try:
         yield settings
     finally:
@@ -116,6 +124,27 @@ def db(settings: Settings) -> Iterator[psycopg.Connection]:
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     async with AsyncTestClient(app=create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    """AUTH_MODE=api_key on the test's database and key prefix, keys never cached (a
+    revocation is seen at once)."""
+    return replace(settings, auth_mode="api_key", auth_cache_seconds=0.0)
+
+
+@pytest.fixture
+async def api_client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    async with AsyncTestClient(app=create_app(api_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def admin_key(api_settings: Settings) -> str:
+    """The database's bootstrap admin key (tenant `system`, scope admin)."""
+    key = await first_admin_key(api_settings)
+    assert key is not None
+    return key
 
 
 @pytest.fixture

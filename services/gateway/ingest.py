@@ -18,7 +18,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from redis.exceptions import RedisError
 
-from services.gateway.auth import Caller, provide_caller
+from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.limits import enforce_ingest_rate, ingest_limits
 from services.gateway.openapi_body import documented_body
 from services.gateway.validation import (
     Limits,
@@ -136,6 +137,7 @@ class IngestController(Controller):
     path = "/api/v1/logs"
     tags = ["ingest"]
     dependencies = {"caller": Provide(provide_caller)}
+    security = OPENAPI_SECURITY
 
     @post(
         "/",
@@ -149,7 +151,9 @@ class IngestController(Controller):
     ) -> Response[bytes]:
         caller.require("ingest")
         _check_content_type(request)
+        tenant = await ingest_limits(request, caller)
         body = await request.body()
+        tenant.check_body(len(body))
         try:
             entry = _single.decode(body)
         except msgspec.ValidationError as exc:
@@ -157,12 +161,15 @@ class IngestController(Controller):
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
         settings: Settings = request.app.state.settings
-        result = validate_decoded([entry], caller.tenant_id, Limits.from_settings(settings))
+        limits = Limits.from_settings(settings)
+        result = validate_decoded([entry], caller.tenant_id, tenant.validation(limits))
+        result = tenant.drop_oversized(result, limits)
         if not result.records:
             error = result.errors[0]
             error.index = None
             raise ValidationFailed("the entry is not valid", errors=[error])
         answer = _encoder.encode(SingleAnswer(id=result.records[0].id))
+        await enforce_ingest_rate(request, tenant, len(result.records), len(body))
         return await _enqueue(request, caller, result, answer)
 
     @post(
@@ -180,12 +187,17 @@ class IngestController(Controller):
         caller.require("ingest")
         _check_content_type(request)
         settings: Settings = request.app.state.settings
-        entries = _decode_batch_body(await request.body(), settings.max_batch_entries)
+        tenant = await ingest_limits(request, caller)
+        body = await request.body()
+        tenant.check_body(len(body))
+        entries = _decode_batch_body(body, settings.max_batch_entries)
+        tenant.check_batch(len(entries))
         limits = Limits.from_settings(settings)
         if isinstance(entries[0], LogEntryIn):
-            result = validate_decoded(entries, caller.tenant_id, limits)
+            result = validate_decoded(entries, caller.tenant_id, tenant.validation(limits))
         else:
-            result = validate_entries(entries, caller.tenant_id, limits)
+            result = validate_entries(entries, caller.tenant_id, tenant.validation(limits))
+        result = tenant.drop_oversized(result, limits)
         if not result.records:
             raise ValidationFailed("no entry in the batch is valid", errors=result.errors)
         answer = _encoder.encode(
@@ -196,6 +208,7 @@ class IngestController(Controller):
                 errors=result.errors,
             )
         )
+        await enforce_ingest_rate(request, tenant, len(result.records), len(body))
         return await _enqueue(request, caller, result, answer)
 
 

@@ -49,7 +49,9 @@ def problem_response(
 
 
 def service_error_handler(request: Request[Any, Any, Any], exc: ServiceError) -> Response[bytes]:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    headers = dict(exc.headers)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return problem_response(
         exc.status,
         exc.title,
@@ -57,7 +59,7 @@ def service_error_handler(request: Request[Any, Any, Any], exc: ServiceError) ->
         code=exc.code,
         instance=request.url.path,
         errors=exc.errors,
-        headers=headers,
+        headers=headers or None,
         extra=exc.extra,
     )
 
@@ -83,6 +85,23 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
         instance=request.url.path,
         errors=errors,
         headers=exc.headers,
+    )
+
+
+def recursion_error_handler(
+    request: Request[Any, Any, Any], exc: RecursionError
+) -> Response[bytes]:
+    """msgspec refuses JSON nested deeper than the interpreter's recursion limit with a
+    RecursionError (not a DecodeError), wherever a body is decoded: that is the
+    client's malformed input, a 400. Any other RecursionError is a bug."""
+    if "while deserializing" not in str(exc):
+        return internal_error_handler(request, exc)
+    return problem_response(
+        400,
+        _TITLES[400],
+        "the JSON is nested too deeply",
+        code="bad-request",
+        instance=request.url.path,
     )
 
 

@@ -16,7 +16,9 @@ import psycopg
 from shared.lifecycle import sleep_or_stop, stop_on_signals
 from shared.logsetup import configure_logging
 from shared.migrate import ensure_partitions_ahead
+from shared.search_index import build_search_index
 from shared.settings import Settings, SettingsError
+from shared.tail import prune_tail_batches
 
 log = logging.getLogger("janitor")
 
@@ -44,6 +46,8 @@ def run_once(settings: Settings) -> bool:
                 )
                 if cur.rowcount < _DELETE_BATCH:
                     break
+            prune_tail_batches(conn, settings.tail_resume_window_seconds)
+            build_search_index(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return True

@@ -21,8 +21,15 @@ from shared.migrate import migrate
 from shared.redis_conn import make_redis
 from shared.settings import Settings, SettingsError
 from shared.streams import StreamKeys
+from shared.tail import TailPublisher
 
 log = logging.getLogger("writer")
+
+# Batches stored at once by one process, each by its own consumer of the group. While one
+# waits for PostgreSQL (COPY, rollups, COMMIT) the other decodes and formats the next
+# batch: `make bench-ingest` measured 58% of raw COPY with one, 83% with two (README,
+# "Benchmarks").
+PIPELINES = 2
 
 
 def _json_dumps(obj: object) -> bytes:
@@ -32,6 +39,11 @@ def _json_dumps(obj: object) -> bytes:
 
 async def configure_connection(conn: AsyncConnection) -> None:
     set_json_dumps(_json_dumps, context=conn)
+    # Messages are acknowledged after COMMIT returns, so COMMIT must mean flushed: a
+    # server or role default of synchronous_commit=off would lose acknowledged batches
+    # in a PostgreSQL crash (ARCHITECTURE.md, pitfall 11).
+    await conn.execute("SET synchronous_commit = on")
+    await conn.commit()
 
 
 async def run(settings: Settings) -> None:
@@ -44,18 +56,36 @@ async def run(settings: Settings) -> None:
     unit = await retry_until_ready("PostgreSQL", lambda: asyncio.to_thread(prepare), stop)
     if unit is None:
         return
+    # A short checkout timeout: while PostgreSQL is away the writer's own backoff paces
+    # the retries, instead of each attempt hanging in the pool.
     pool = make_pool(
-        settings, name="writer", min_size=1, max_size=2, configure=configure_connection
+        settings,
+        name="writer",
+        min_size=1,
+        max_size=PIPELINES,
+        configure=configure_connection,
+        timeout=2.0,
     )
     await pool.open(wait=False)
     redis = make_redis(settings, blocking=True)
+    keys = StreamKeys.from_settings(settings)
+    tail = TailPublisher(redis, keys)
     name = settings.writer_name or f"{socket.gethostname()}-{os.getpid()}"
-    consumer = StreamConsumer(
-        redis, StreamKeys.from_settings(settings), name, settings.writer_claim_idle_ms
-    )
-    writer = Writer(settings, pool, consumer, partition_unit=unit)
+    writers = [
+        Writer(
+            settings,
+            pool,
+            # Stable names per pipeline: a restarted writer re-reads each one's pending list.
+            StreamConsumer(redis, keys, f"{name}/{i}", settings.writer_claim_idle_ms),
+            partition_unit=unit,
+            tail=tail,
+        )
+        for i in range(PIPELINES)
+    ]
     try:
-        await writer.run(stop)
+        async with asyncio.TaskGroup() as pipelines:
+            for writer in writers:
+                pipelines.create_task(writer.run(stop))
     finally:
         await redis.aclose()
         await pool.close()

@@ -159,18 +159,21 @@ class StreamConsumer:
         await self._ack_ids(by_stream)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Park a message that cannot be stored, with why, then release it."""
-        await self._redis.xadd(
-            self._keys.dead_letter,
-            {
-                "stream": delivery.stream,
-                "message_id": delivery.message_id,
-                "reason": reason[:2000],
-                "payload": delivery.payload,
-                "consumer": self.name,
-            },
-        )
-        await self._redis.xack(delivery.stream, GROUP, delivery.message_id)
+        """Park a message that cannot be stored, with why, and release it, atomically (MULTI):
+        a crash in between would otherwise park it twice or release it unparked."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self._keys.dead_letter,
+                {
+                    "stream": delivery.stream,
+                    "message_id": delivery.message_id,
+                    "reason": reason[:2000],
+                    "payload": delivery.payload,
+                    "consumer": self.name,
+                },
+            )
+            pipe.xack(delivery.stream, GROUP, delivery.message_id)
+            await pipe.execute()
 
     async def trim_acknowledged(self) -> None:
         """XTRIM MINID up to the oldest message not yet acknowledged, on every shard.

@@ -3,14 +3,20 @@
 Messages are acknowledged only after COMMIT; a crash anywhere before that leaves them
 pending in Redis, and the inbox makes their redelivery a no-op. PostgreSQL or Redis
 going away pauses the loop (capped exponential backoff with jitter); the batch in hand
-is kept and retried, never dropped. A message whose content cannot be stored is retried
-alone and, after WRITER_MAX_ATTEMPTS, parked on the dead-letter stream.
+is left pending and read again, never dropped. A message whose content cannot be stored is
+retried alone and, after WRITER_MAX_ATTEMPTS, parked on the dead-letter stream.
+
+On SIGTERM the batch in hand gets STOP_GRACE_SECONDS to finish; after that it is
+cancelled, which is safe at every await: before COMMIT the transaction rolls back, after
+it the unacknowledged messages are redelivered to the next writer and skipped by the inbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,6 +25,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
+from services.writer import failpoint
 from services.writer.consumer import Delivery, StreamConsumer
 from services.writer.store import (
     Stored,
@@ -29,11 +36,19 @@ from services.writer.store import (
 )
 from shared.lifecycle import sleep_or_stop
 from shared.settings import Settings
+from shared.tail import TailPublisher
 
 log = logging.getLogger("writer")
 
-_TRANSIENT = (psycopg.OperationalError, PoolTimeout, RedisError, OSError, TimeoutError)
+# psycopg.Error as a whole: content errors (classes 22/23) are handled per message before
+# they get here, so what remains (lost connection, shutdown, missing table) is the
+# environment's fault and pauses the writer instead of crashing it.
+_TRANSIENT = (psycopg.Error, PoolTimeout, RedisError, OSError, TimeoutError)
 _TRIM_EVERY_SECONDS = 1.0
+STOP_GRACE_SECONDS = 5.0
+# Until messages have been seen, assume large ones: reading too few costs one more round
+# trip, reading too many makes a transaction many times WRITER_BATCH_ROWS.
+_INITIAL_ROWS_PER_MESSAGE = 1000.0
 
 
 @dataclass
@@ -71,8 +86,13 @@ class Writer:
         consumer: StreamConsumer,
         *,
         partition_unit: str = "day",
+        stop_grace: float = STOP_GRACE_SECONDS,
+        tail: TailPublisher | None = None,
     ) -> None:
         self._settings = settings
+        self._tail = tail
+        self._stop_grace = stop_grace
+        self._rows_per_message = _INITIAL_ROWS_PER_MESSAGE
         self._pool = pool
         self._consumer = consumer
         self._unit = partition_unit
@@ -89,18 +109,39 @@ class Writer:
             try:
                 if state != "running":
                     await self._consumer.ensure_groups()
-                await self.step(stop)
+                if not await self._step_within_grace(stop):
+                    break
                 backoff.reset()
                 if state != "running":
                     log.info("writer %s running", self._consumer.name)
                     state = "running"
             except _TRANSIENT as exc:
                 if state != "waiting":
-                    log.warning("writer paused, dependency unavailable: %s", exc)
+                    log.warning("writer paused (%s: %s); retrying", type(exc).__name__, exc)
                     state = "waiting"
                 self._consumer.reread_pending()
                 await sleep_or_stop(stop, backoff.next_delay())
         log.info("writer %s stopped", self._consumer.name)
+
+    async def _step_within_grace(self, stop: asyncio.Event) -> bool:
+        """One step; once `stop` is set it may run STOP_GRACE_SECONDS more, then it is
+        cancelled (its messages stay pending). False when it had to be cancelled."""
+        step = asyncio.create_task(self.step(stop))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                await asyncio.wait({step}, timeout=self._stop_grace)
+        finally:
+            stopping.cancel()
+        if not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await step
+            log.warning("stopped mid-batch; its messages stay pending for the next writer")
+            return False
+        step.result()
+        return True
 
     async def step(self, stop: asyncio.Event | None = None) -> int:
         """Gather one batch, store it, acknowledge it. Returns the messages handled."""
@@ -122,23 +163,40 @@ class Writer:
             handled += n
 
     async def _gather(self, stop: asyncio.Event | None) -> list[Delivery]:
+        """Up to WRITER_BATCH_ROWS rows, waiting at most WRITER_BATCH_WAIT_MS for them, and
+        only while the streams keep delivering: when nothing more arrives within a quarter
+        of the wait, the batch goes as it is. At high rates batches fill up; at low rates
+        entries are not held back for a wait that brings nothing."""
         s = self._settings
-        count = max(1, min(1000, s.writer_batch_rows // 100))
-        batch = await self._consumer.read(count, block_ms=1000 if stop is not None else 1)
+        batch = await self._read(s.writer_batch_rows, block_ms=1000 if stop is not None else 1)
         if not batch:
             return []
         rows = sum(d.rows for d in batch)
         deadline = time.monotonic() + s.writer_batch_wait_ms / 1000
+        quiet_ms = max(1, s.writer_batch_wait_ms // 4)
         while rows < s.writer_batch_rows and (stop is None or not stop.is_set()):
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            more = await self._consumer.read(count, block_ms=remaining_ms)
+            more = await self._read(
+                s.writer_batch_rows - rows, block_ms=min(remaining_ms, quiet_ms)
+            )
             if not more:
                 break
             batch.extend(more)
             rows += sum(d.rows for d in more)
         return batch
+
+    async def _read(self, rows_wanted: int, block_ms: int) -> list[Delivery]:
+        """About `rows_wanted` rows of messages. XREADGROUP's COUNT is per shard and a
+        message holds one request (1 to MAX_BATCH_ENTRIES rows), so the count follows the
+        message sizes seen so far."""
+        per_shard = rows_wanted / (self._rows_per_message * self._settings.stream_shards)
+        found = await self._consumer.read(max(1, min(1000, math.ceil(per_shard))), block_ms)
+        if found:
+            seen = sum(d.rows for d in found) / len(found)
+            self._rows_per_message = max(1.0, (self._rows_per_message + seen) / 2)
+        return found
 
     async def _store_and_ack(self, batch: list[Delivery]) -> None:
         undecodable = [d for d in batch if d.message is None]
@@ -156,6 +214,7 @@ class Writer:
             log.warning("batch of %d messages refused (%s); storing one by one", len(good), exc)
             await self._store_one_by_one(good)
             return
+        await failpoint.reached("after_commit")
         await self._acknowledge(stored)
         self.stats.last_batch_seconds = time.monotonic() - started
 
@@ -218,6 +277,8 @@ class Writer:
         self.stats.batches += 1
         if stored.repeated:
             log.info("skipped %d redelivered messages already stored", len(stored.repeated))
+        if self._tail is not None:
+            await self._tail.publish(stored.tail)  # never raises: gateways fill gaps from PG
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         log.error("dead-lettering %s %s: %s", delivery.stream, delivery.message_id, reason)

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
+import msgspec
 import psycopg
 from psycopg import AsyncConnection
 
+from services.writer import failpoint
 from services.writer.consumer import Delivery
 from shared.model import LogRecord
+from shared.tail import TailBatch, record_tail_batches
 
 log = logging.getLogger("writer.store")
 
@@ -35,11 +38,15 @@ ON CONFLICT DO NOTHING
 RETURNING stream, message_id
 """
 
-# Sorted input keeps concurrent writers taking row locks in the same order (no deadlock).
+# The cells arrive as one JSON array of arrays: psycopg dumps Python lists into array
+# parameters element by element in Python, which cost more than the COPY itself, while
+# msgspec encodes the JSON in C. Sorted input keeps concurrent writers taking row locks in
+# the same order (no deadlock).
 _ROLLUP_SQL = """
 INSERT INTO log_counts AS c (tenant_id, minute, service_name, level, environment, count, bytes)
-SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::int2[], %s::text[],
-                     %s::bigint[], %s::bigint[])
+SELECT (r->>0)::uuid, (r->>1)::timestamptz, r->>2, (r->>3)::int2, r->>4, (r->>5)::bigint,
+       (r->>6)::bigint
+FROM json_array_elements(%s::json) AS r
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (tenant_id, minute, service_name, level, environment)
 DO UPDATE SET count = c.count + excluded.count, bytes = c.bytes + excluded.bytes
@@ -52,6 +59,8 @@ class Stored:
 
     fresh: list[Delivery]
     repeated: list[Delivery]
+    # Live tail: each tenant's number for this commit and its rows, published after ACK.
+    tail: list[TailBatch] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -69,14 +78,9 @@ def record_bytes(r: LogRecord) -> int:
 
 def partition_starts(records: Iterable[LogRecord], unit: str) -> set[datetime]:
     """The first instant of every partition (UTC day or month) the records fall in."""
-    starts = set()
-    for r in records:
-        ts = r.timestamp
-        start = ts.replace(hour=0, minute=0, second=0, microsecond=0)
-        if unit == "month":
-            start = start.replace(day=1)
-        starts.add(start)
-    return starts
+    # Distinct UTC dates first: one cheap call per row, datetimes only per distinct day.
+    days = {r.timestamp.astimezone(UTC).date() for r in records}
+    return {datetime(d.year, d.month, 1 if unit == "month" else d.day, tzinfo=UTC) for d in days}
 
 
 async def ensure_partitions(conn: AsyncConnection, starts: Iterable[datetime]) -> None:
@@ -87,7 +91,13 @@ async def ensure_partitions(conn: AsyncConnection, starts: Iterable[datetime]) -
 
 async def store_batch(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> Stored:
     """Store `deliveries` in one transaction; returns which were new and which repeats."""
-    unique = list({(d.stream, d.message_id): d for d in deliveries}.values())
+    # Sorted: writers that got the same message (one claimed it from the other) then take
+    # the inbox row locks in the same order and wait for each other instead of deadlocking.
+    unique = sorted(
+        {(d.stream, d.message_id): d for d in deliveries}.values(),
+        key=lambda d: (d.stream, d.message_id),
+    )
+    tail: list[TailBatch] = []
     async with conn.transaction():
         claimed = await conn.execute(
             _CLAIM_SQL,
@@ -104,7 +114,10 @@ async def store_batch(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> 
         if fresh:
             await _copy_rows(conn, fresh)
             await _add_rollups(conn, fresh)
-    return Stored(fresh=fresh, repeated=repeated)
+            # Last: the tail_seq row lock it takes is held until COMMIT (shared/tail.py).
+            tail = await record_tail_batches(conn, [d.message for d in fresh if d.message])
+            await failpoint.reached("before_commit")
+    return Stored(fresh=fresh, repeated=repeated, tail=tail)
 
 
 async def _copy_rows(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> None:
@@ -133,22 +146,23 @@ async def _add_rollups(conn: AsyncConnection, deliveries: Sequence[Delivery]) ->
             cell = counts[(tenant, minute, r.service_name, r.level, r.environment or "")]
             cell[0] += 1
             cell[1] += record_bytes(r)
-    keys = sorted(counts, key=lambda k: (str(k[0]), k[1], k[2], k[3], k[4]))
-    await conn.execute(
-        _ROLLUP_SQL,
-        (
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [k[3] for k in keys],
-            [k[4] for k in keys],
-            [counts[k][0] for k in keys],
-            [counts[k][1] for k in keys],
-        ),
-    )
+    await conn.execute(_ROLLUP_SQL, rollup_parameters(counts))
+
+
+def rollup_parameters(
+    counts: Mapping[tuple[object, datetime, str, int, str], list[int]],
+) -> tuple[str]:
+    """The parameter of the rollup upsert: cells (tenant, minute, service, level,
+    environment) -> [count, bytes], as one JSON array."""
+    return (msgspec.json.encode([(*key, *cell) for key, cell in counts.items()]).decode(),)
 
 
 def is_data_error(exc: BaseException) -> bool:
-    """True when the batch's content is at fault (retrying it unchanged will fail again);
-    False for lost connections and other transient trouble."""
-    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError | psycopg.ProgrammingError)
+    """True when the batch's content is at fault (retrying it unchanged will fail again):
+    a value PostgreSQL refuses (class 22) or a constraint it violates (class 23).
+
+    Everything else is the environment's fault, not the message's: lost connections, and
+    also schema trouble (ProgrammingError: a missing table or column), which must pause the
+    writer rather than send every message to the dead-letter stream.
+    """
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)

@@ -1,0 +1,273 @@
+"""Limits per tenant: how fast it may ingest, how much one request may carry, and how
+many of its queries may run at once.
+
+Each limit has a deployment default (shared/settings.py) that a tenant's row may
+override (`PUT /api/v1/admin/tenants/{id}/limits`). Sizes are refused with 413 (or, for
+one entry of a batch, listed among the batch's errors); rates and concurrency with 429
+and Retry-After. Every refusal names the limit (`limit`, `limit_value` in the problem).
+
+- Ingest rate: two token buckets per tenant (logs/s and bytes/s of request body) in one
+  Redis hash, taken together by one Lua script on Redis's clock, so every gateway
+  replica draws from the same buckets. A full bucket holds TENANT_BURST_SECONDS of rate,
+  and never less than one largest allowed request.
+- Query concurrency: counted per gateway process (a query holds its slot while it runs);
+  live tail is exempt.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.gateway.auth import Caller, conventional_scope, provide_caller
+from services.gateway.directory import Directory
+from services.gateway.validation import Limits, Validated
+from shared.errors import FieldError, PayloadTooLarge, RateLimited, Unavailable
+from shared.model import LogRecord
+from shared.settings import Settings
+from shared.tenancy import EffectiveLimits
+
+# Two token buckets (logs, bytes) of one tenant in one hash, refilled by the time elapsed
+# on Redis's clock (shared by every gateway). Both are taken or neither. A rate of 0 is
+# unlimited. Returns {0, ''} when taken, {milliseconds to wait, bucket} when refused.
+_TAKE = """
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local lr, lb = tonumber(ARGV[1]), tonumber(ARGV[2])
+local br, bb = tonumber(ARGV[3]), tonumber(ARGV[4])
+local nl, nb = tonumber(ARGV[5]), tonumber(ARGV[6])
+local s = redis.call('HMGET', KEYS[1], 'l', 'b', 't')
+local elapsed = math.max(0, now - (tonumber(s[3]) or now)) / 1000
+local l = math.min(lb, (tonumber(s[1]) or lb) + elapsed * lr)
+local b = math.min(bb, (tonumber(s[2]) or bb) + elapsed * br)
+local wait_l, wait_b = 0, 0
+if lr > 0 and nl > l then wait_l = (nl - l) / lr end
+if br > 0 and nb > b then wait_b = (nb - b) / br end
+if wait_l > 0 or wait_b > 0 then
+    if wait_l >= wait_b then return {math.ceil(wait_l * 1000), 'logs'} end
+    return {math.ceil(wait_b * 1000), 'bytes'}
+end
+if lr > 0 then l = l - nl end
+if br > 0 then b = b - nb end
+redis.call('HSET', KEYS[1], 'l', l, 'b', b, 't', now)
+local full = 0
+if lr > 0 then full = math.max(full, lb / lr) end
+if br > 0 then full = math.max(full, bb / br) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000) + 1000)
+return {0, ''}
+"""
+
+# Live tail is long-lived: it holds no query slot.
+_TAIL_PATH = "/api/v1/logs/stream"
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Adds the rate limiter and the query slots to the app state (after Redis exists)."""
+    app.state.rate_limiter = RateLimiter(app.state.redis, app.state.settings)
+    app.state.query_slots = QuerySlots()
+    yield
+
+
+class RateLimiter:
+    """The ingest token buckets of every tenant, in Redis."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._take = redis.register_script(_TAKE)
+        self._prefix = settings.redis_key_prefix
+        self._burst_seconds = settings.tenant_burst_seconds
+
+    async def take(
+        self, tenant_id: uuid.UUID, limits: EffectiveLimits, logs: int, size: int
+    ) -> None:
+        """Take `logs` entries and `size` bytes from the tenant's buckets, or raise 429."""
+        if not limits.logs_per_second and not limits.bytes_per_second:
+            return
+        logs_burst = max(limits.logs_per_second * self._burst_seconds, limits.max_batch_entries)
+        bytes_burst = max(limits.bytes_per_second * self._burst_seconds, limits.max_body_bytes)
+        try:
+            wait_ms, bucket = await self._take(
+                keys=[f"{self._prefix}:rate:{tenant_id}"],
+                args=[
+                    limits.logs_per_second,
+                    logs_burst,
+                    limits.bytes_per_second,
+                    bytes_burst,
+                    logs,
+                    size,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise Unavailable(
+                "the ingest queue is unreachable; nothing was accepted, retry later",
+                retry_after=2,
+            ) from exc
+        if not wait_ms:
+            return
+        retry_after = max(1, math.ceil(int(wait_ms) / 1000))
+        if bucket == b"logs":
+            name, value, unit = "ingest_logs_per_second", limits.logs_per_second, "logs/s"
+        else:
+            name, value, unit = "ingest_bytes_per_second", limits.bytes_per_second, "bytes/s"
+        raise RateLimited(
+            f"this tenant's ingest rate limit is reached ({name} = {value} {unit}); nothing "
+            f"was accepted, retry in {retry_after} s",
+            retry_after=retry_after,
+            extra={"limit": name, "limit_value": value},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """One tenant's ingest limits, checked step by step as a request is read."""
+
+    tenant_id: uuid.UUID
+    limits: EffectiveLimits
+
+    def check_body(self, size: int) -> None:
+        if size > self.limits.max_body_bytes:
+            raise _too_large(
+                f"the body is {size} bytes", "max_body_bytes", self.limits.max_body_bytes
+            )
+
+    def check_batch(self, entries: int) -> None:
+        if entries > self.limits.max_batch_entries:
+            raise _too_large(
+                f"the batch has {entries} entries",
+                "max_batch_entries",
+                self.limits.max_batch_entries,
+            )
+
+    def validation(self, base: Limits) -> Limits:
+        """The validation limits with this tenant's metadata key limit."""
+        return replace(base, max_metadata_keys=self.limits.max_metadata_keys)
+
+    def drop_oversized(self, result: Validated, base: Limits) -> Validated:
+        """Move entries larger than max_entry_bytes from the records to the errors."""
+        limit = self.limits.max_entry_bytes
+        if limit >= base.max_message_bytes + base.max_metadata_bytes + _MAX_OTHER_FIELDS_BYTES:
+            return result  # no valid entry can be this large
+        kept = Validated(errors=list(result.errors))
+        for record, index in zip(result.records, result.indexes, strict=True):
+            if entry_bytes(record) > limit:
+                kept.errors.append(
+                    FieldError(
+                        field="$",
+                        reason=f"the entry is larger than {limit} bytes (max_entry_bytes)",
+                        index=index,
+                    )
+                )
+            else:
+                kept.records.append(record)
+                kept.indexes.append(index)
+        kept.errors.sort(key=lambda e: e.index or 0)
+        return kept
+
+
+# service_name 128, four ids 128 each, source 512, host 256, environment 64 (in
+# characters; up to 4 UTF-8 bytes each).
+_MAX_OTHER_FIELDS_BYTES = 4 * (128 + 4 * 128 + 512 + 256 + 64)
+
+
+def entry_bytes(record: LogRecord) -> int:
+    """An entry's size: its text fields in UTF-8 and its metadata as JSON."""
+    size = len(record.metadata or b"")
+    for text in (
+        record.service_name,
+        record.message,
+        record.trace_id,
+        record.span_id,
+        record.user_id,
+        record.request_id,
+        record.source,
+        record.host,
+        record.environment,
+    ):
+        if text:
+            size += len(text.encode("utf-8"))
+    return size
+
+
+def _too_large(what: str, name: str, value: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what}; this tenant's limit is {value} ({name})",
+        extra={"limit": name, "limit_value": value},
+    )
+
+
+async def ingest_limits(request: Request[Any, Any, Any], caller: Caller) -> IngestLimits:
+    directory: Directory = request.app.state.directory
+    return IngestLimits(caller.tenant_id, await directory.limits(caller.tenant_id))
+
+
+async def enforce_ingest_rate(
+    request: Request[Any, Any, Any], limits: IngestLimits, logs: int, size: int
+) -> None:
+    """Charge an accepted request to the tenant's rate buckets, or raise 429."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.take(limits.tenant_id, limits.limits, logs, size)
+
+
+class QuerySlots:
+    """Queries running now, per tenant, in this process (one event loop: no lock)."""
+
+    def __init__(self) -> None:
+        self._running: dict[uuid.UUID, int] = {}
+
+    @contextmanager
+    def hold(self, tenant_id: uuid.UUID, limit: int) -> Iterator[None]:
+        running = self._running.get(tenant_id, 0)
+        if running >= limit:
+            raise RateLimited(
+                f"this tenant already runs {running} queries at once (max_concurrent_queries "
+                f"= {limit}); retry when one has finished",
+                retry_after=1,
+                extra={"limit": "max_concurrent_queries", "limit_value": limit},
+            )
+        self._running[tenant_id] = running + 1
+        try:
+            yield
+        finally:
+            left = self._running[tenant_id] - 1
+            if left:
+                self._running[tenant_id] = left
+            else:
+                del self._running[tenant_id]
+
+
+def is_query(method: str, path: str) -> bool:
+    """Every route under /api/v1/logs is a query, except ingest and live tail: routes
+    added later are limited without being listed here."""
+    if conventional_scope(method, path) != "query":
+        return False
+    path = path.rstrip("/")
+    return not (path == _TAIL_PATH or path.startswith(_TAIL_PATH + "/"))
+
+
+class QueryConcurrencyMiddleware(ASGIMiddleware):
+    """Holds a query slot of the caller's tenant while a query route runs."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if not is_query(scope["method"], scope["path"]):  # type: ignore[typeddict-item]
+            await next_app(scope, receive, send)
+            return
+        request: Request[Any, Any, Any] = Request(scope, receive)
+        caller = await provide_caller(request)
+        directory: Directory = request.app.state.directory
+        slots: QuerySlots = request.app.state.query_slots
+        limit = (await directory.limits(caller.tenant_id)).max_concurrent_queries
+        with slots.hold(caller.tenant_id, limit):
+            await next_app(scope, receive, send)

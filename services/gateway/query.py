@@ -1,0 +1,347 @@
+"""The log query API: list, query, one entry, the trace view and the request view.
+
+GET /api/v1/logs and POST /api/v1/logs/query take the same filters (query parameters or
+the seed's JSON body) and answer a `LogPage`; both default to the last 24 hours and
+go through the Redis query cache. Trace and request views read every retained day
+unless given a window. Every read runs in the caller's tenant scope through the
+`QueryGuard` (bounded concurrency and statement timeout).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Litestar, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromPath, Parameter
+
+from services.gateway.auth import Caller, provide_caller
+from services.gateway.query_guard import QueryGuard
+from services.gateway.query_pages import LogPage, read_page
+from services.gateway.query_params import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    PageRequest,
+    QueryBody,
+    filter_from_params,
+    page_size,
+)
+from shared.cache import QueryCache, filter_key, range_is_closed
+from shared.errors import BadRequest, NotFound
+from shared.filters import LogFilter, compile_filter
+from shared.logstore import Sort, get_entry
+from shared.model import LogEntryOut
+
+# list/query without start_time read this far back from end_time (or now).
+DEFAULT_WINDOW = timedelta(hours=24)
+# The trace and request views return a whole trace in one page when they can.
+LOOKUP_PAGE_SIZE = MAX_PAGE_SIZE
+
+_encoder = msgspec.json.Encoder()
+
+_EXAMPLE_ENTRY = {
+    "id": "01a21df8-b9a3-71ea-abcc-ad1441b8423e",
+    "tenant_id": "123e4567-e89b-12d3-a456-426614174000",
+    "service_name": "auth-service",
+    "level": "ERROR",
+    "message": "Failed to authenticate user",
+    "timestamp": "2024-01-15T10:30:00Z",
+    "trace_id": "abc123def456",
+    "span_id": "span789",
+    "user_id": "user-uuid",
+    "request_id": "req-123",
+    "metadata": {"error_code": "AUTH_001", "ip_address": "192.168.1.1"},
+    "source": "handler/auth.go:45",
+    "host": "pod-abc123",
+    "environment": "production",
+}
+_PAGE_RESPONSE = ResponseSpec(
+    data_container=LogPage,
+    description="A page of entries, newest first unless sort=asc. X-Cache: hit, miss, "
+    "bypass or off.",
+    generate_examples=False,
+    examples=[
+        Example(
+            summary="First page of a large result",
+            value={
+                "entries": [_EXAMPLE_ENTRY],
+                "page": 1,
+                "page_size": 100,
+                "total_count": 48213,
+                "total_is_estimate": True,
+                "has_more": True,
+                "next_cursor": "mQGkZGVzY9f_hQv_YGsJurnEENUttnV6sUS-u4-V2bLOi87X_4UNN",
+            },
+        )
+    ],
+)
+
+_QUERY_EXAMPLE = Example(
+    summary="The seed's query, plus a metadata filter",
+    value={
+        "service_name": "auth-service",
+        "min_level": "WARN",
+        "start_time": "2024-01-15T00:00:00Z",
+        "end_time": "2024-01-15T23:59:59Z",
+        "search": 'authentication "connection refused"',
+        "environment": "production",
+        "metadata": {"error_code": "AUTH_001"},
+        "page": 1,
+        "page_size": 100,
+    },
+)
+
+_Texts = Annotated[
+    list[str] | None,
+    Parameter(description="Repeat the parameter or separate values by commas (OR)."),
+]
+_Text = Annotated[str | None, Parameter(max_length=256)]
+_Time = Annotated[
+    str | None,
+    Parameter(description="RFC 3339 with a zone (2024-01-15T00:00:00Z) or relative (now-1h)."),
+]
+_Page = Annotated[int, Parameter(ge=1, description="Page number (offset paging).")]
+_PageSize = Annotated[
+    int | None,
+    Parameter(ge=1, description=f"Entries per page; at most {MAX_PAGE_SIZE} (larger is capped)."),
+]
+_Cursor = Annotated[
+    str | None,
+    Parameter(max_length=512, description="next_cursor of the previous page (same filters)."),
+]
+_Sort = Annotated[Sort, Parameter(description="Order by time: desc (newest first) or asc.")]
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Adds the query guard (concurrency slots, statement timeout) to the app state."""
+    app.state.query_guard = QueryGuard.from_settings(app.state.settings)
+    yield
+
+
+class QueryController(Controller):
+    path = "/api/v1/logs"
+    tags = ["query"]
+    dependencies = {"caller": Provide(provide_caller)}
+
+    @post(
+        "/query",
+        status_code=200,
+        summary="Query log entries (the seed's query body)",
+        description="tenant_id may be sent but must be the caller's tenant (else 403). "
+        "Without start_time, the last 24 hours.",
+        responses={200: _PAGE_RESPONSE},
+    )
+    async def query_logs(
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Caller],
+        data: Annotated[QueryBody, Body(examples=[_QUERY_EXAMPLE])],
+    ) -> Response[bytes]:
+        caller.require("query")
+        raw, page_request = data.split(caller.tenant_id)
+        return await _cached_page(request, caller, raw, page_request, kind="list")
+
+    @get("/trace/{trace_id:str}", summary="Every entry of a trace, all services, oldest first")
+    async def trace(
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Caller],
+        trace_id: FromPath[str],
+        start_time: _Time = None,
+        end_time: _Time = None,
+        page: _Page = 1,
+        page_size: _PageSize = None,
+        cursor: _Cursor = None,
+        sort: _Sort = "asc",
+    ) -> LogPage:
+        caller.require("query")
+        raw = _lookup_filter("trace_id", trace_id, start_time, end_time)
+        page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
+        return await _page(request, caller, raw, page_request, default_window=None)
+
+    @get("/request/{request_id:str}", summary="Every entry of a request, oldest first")
+    async def by_request(
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Caller],
+        request_id: FromPath[str],
+        start_time: _Time = None,
+        end_time: _Time = None,
+        page: _Page = 1,
+        page_size: _PageSize = None,
+        cursor: _Cursor = None,
+        sort: _Sort = "asc",
+    ) -> LogPage:
+        caller.require("query")
+        raw = _lookup_filter("request_id", request_id, start_time, end_time)
+        page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
+        return await _page(request, caller, raw, page_request, default_window=None)
+
+    @get("/{entry_id:uuid}", summary="One log entry by id")
+    async def get_one(
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Caller],
+        entry_id: FromPath[uuid.UUID],
+    ) -> LogEntryOut:
+        caller.require("query")
+        guard: QueryGuard = request.app.state.query_guard
+        async with guard.read(request.app.state.pool, caller.tenant_id) as conn:
+            entry = await get_entry(conn, caller.tenant_id, entry_id)
+        if entry is None:
+            raise NotFound(f"no log entry {entry_id} for this tenant")
+        return entry
+
+
+@get(
+    "/api/v1/logs",
+    summary="List log entries",
+    tags=["query"],
+    dependencies={"caller": Provide(provide_caller)},
+    description="Every filter of POST /api/v1/logs/query as a query parameter; metadata "
+    "equality filters as metadata.<key>=<value> (true/false and numbers are typed, "
+    'quote a value to match it as a string: metadata.code="500"). Without start_time, '
+    "the last 24 hours.",
+    responses={200: _PAGE_RESPONSE},
+)
+async def list_logs(
+    request: Request[Any, Any, Any],
+    caller: NamedDependency[Caller],
+    service_name: _Texts = None,
+    services: _Texts = None,
+    level: _Texts = None,
+    levels: _Texts = None,
+    min_level: _Text = None,
+    start_time: _Time = None,
+    end_time: _Time = None,
+    trace_id: _Text = None,
+    span_id: _Text = None,
+    user_id: _Text = None,
+    request_id: _Text = None,
+    search: Annotated[
+        str | None,
+        Parameter(
+            max_length=512,
+            description='Words and "quoted phrases", each a substring of the message '
+            "(ASCII case ignored).",
+        ),
+    ] = None,
+    environment: _Text = None,
+    host: _Text = None,
+    source: _Text = None,
+    page: _Page = 1,
+    page_size: _PageSize = None,
+    cursor: _Cursor = None,
+    sort: _Sort = "desc",
+) -> Response[bytes]:
+    # A plain handler, not a QueryController method: Litestar (2.25) cannot merge two
+    # controllers on one path, and POST /api/v1/logs is IngestController's. app.py
+    # registers it after IngestController.
+    caller.require("query")
+    declared = {
+        "service_name": service_name,
+        "services": services,
+        "level": level,
+        "levels": levels,
+        "min_level": min_level,
+        "start_time": start_time,
+        "end_time": end_time,
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "user_id": user_id,
+        "request_id": request_id,
+        "search": search,
+        "environment": environment,
+        "host": host,
+        "source": source,
+    }
+    raw = filter_from_params(request.query_params, declared)
+    page_request = _page_request(page, page_size, cursor, sort, DEFAULT_PAGE_SIZE)
+    return await _cached_page(request, caller, raw, page_request, kind="list")
+
+
+def _page_request(
+    page: int, size: int | None, cursor: str | None, sort: Sort, default_size: int
+) -> PageRequest:
+    return PageRequest(page=page, page_size=page_size(size, default_size), cursor=cursor, sort=sort)
+
+
+def _lookup_filter(field: str, value: str, start: str | None, end: str | None) -> LogFilter:
+    try:
+        return msgspec.convert({field: value, "start_time": start, "end_time": end}, LogFilter)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid {field}: {exc}") from None
+
+
+async def _page(
+    request: Request[Any, Any, Any],
+    caller: Caller,
+    raw: LogFilter,
+    page_request: PageRequest,
+    *,
+    default_window: timedelta | None,
+    now: datetime | None = None,
+) -> LogPage:
+    state = request.app.state
+    guard: QueryGuard = state.query_guard
+    async with guard.read(state.pool, caller.tenant_id) as conn:
+        return await read_page(
+            conn,
+            caller.tenant_id,
+            raw,
+            page_request,
+            now=now or datetime.now(UTC),
+            default_window=default_window,
+        )
+
+
+async def _cached_page(
+    request: Request[Any, Any, Any],
+    caller: Caller,
+    raw: LogFilter,
+    page_request: PageRequest,
+    *,
+    kind: str,
+) -> Response[bytes]:
+    """A list/query page, from the query cache when an identical request was answered
+    recently (closed past ranges: long; open ranges: seconds)."""
+    now = datetime.now(UTC)
+    compiled = compile_filter(raw, now)  # a bad filter fails here, before the cache
+
+    async def compute() -> bytes:
+        page = await _page(
+            request, caller, raw, page_request, default_window=DEFAULT_WINDOW, now=now
+        )
+        return _encoder.encode(page)
+
+    cache: QueryCache | None = request.app.state.get("query_cache")
+    if cache is None:
+        return Response(await compute(), media_type="application/json")
+    key = {
+        "filter": filter_key(raw, compiled),
+        "default_window": None if compiled.start else DEFAULT_WINDOW.total_seconds(),
+        "page": page_request.page,
+        "page_size": page_request.page_size,
+        "cursor": page_request.cursor,
+        "sort": page_request.sort,
+    }
+    no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
+    answer = await cache.get_or_compute(
+        caller.tenant_id,
+        kind,
+        key,
+        closed=range_is_closed(cache, raw, compiled, now),
+        compute=compute,
+        bypass=no_cache,
+    )
+    return Response(
+        answer.body, media_type="application/json", headers={"X-Cache": str(answer.status)}
+    )

@@ -1,0 +1,78 @@
+"""Protect PostgreSQL from the query API: few queries at a time, none running long.
+
+Every read of the query API goes through `QueryGuard.read`: it waits a bounded time for
+one of QUERY_CONCURRENCY slots, opens the tenant's transaction (`tenant_scope`) and sets
+QUERY_TIMEOUT_MS as that transaction's statement timeout. A full house or a query cut by
+the timeout is a 503 that says what to do, never a hung request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from shared.db import tenant_scope
+from shared.errors import Unavailable
+from shared.settings import Settings
+
+log = logging.getLogger("gateway.query")
+
+
+class QueryGuard:
+    """A per-process limit on concurrent queries plus a per-statement time limit."""
+
+    def __init__(self, *, concurrency: int, queue_wait_ms: int, timeout_ms: int) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue_wait = queue_wait_ms / 1000
+        self.timeout_ms = timeout_ms
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryGuard:
+        return cls(
+            concurrency=settings.query_concurrency,
+            queue_wait_ms=settings.query_queue_wait_ms,
+            timeout_ms=settings.query_timeout_ms,
+        )
+
+    @asynccontextmanager
+    async def read(
+        self, pool: AsyncConnectionPool, tenant_id: uuid.UUID
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection in the tenant's read transaction, with the timeout set."""
+        try:
+            async with asyncio.timeout(self._queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                "too many queries are running on this gateway (QUERY_CONCURRENCY); retry "
+                "shortly, and narrow the time range or add filters so queries finish sooner",
+                retry_after=1,
+            ) from None
+        try:
+            async with tenant_scope(pool, tenant_id) as conn:
+                # set_config(..., true) is SET LOCAL: it ends with the transaction.
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (f"{self.timeout_ms}ms",)
+                )
+                yield conn
+        except psycopg.errors.QueryCanceled:
+            raise Unavailable(
+                f"the query ran longer than {self.timeout_ms} ms (QUERY_TIMEOUT_MS) and was "
+                "stopped: narrow the time range (start_time/end_time) or add filters "
+                "(service_name, level, trace_id, ...)"
+            ) from None
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            log.warning("query store unavailable: %s", exc)
+            raise Unavailable(
+                "the log store is unavailable; retry shortly", retry_after=2
+            ) from None
+        finally:
+            self._slots.release()

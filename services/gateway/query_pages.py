@@ -1,0 +1,111 @@
+"""One page of log entries: filter + page request in, entries + totals + cursor out.
+
+Pages are numbered (page/page_size, the seed's way: an OFFSET, fine for the first
+pages) or follow `next_cursor` (keyset: as fast at page 10,000 as at page 1). The total
+is exact up to COUNT_CAP and otherwise the planner's estimate, flagged; it is counted
+once per walk (a cursor carries it), never by a COUNT(*) over millions of rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from services.gateway.query_params import PageRequest
+from shared.filters import CompiledFilter, LogFilter, compile_filter
+from shared.logstore import count_up_to, estimate_count, fetch_entries
+from shared.model import LogEntryOut
+from shared.pagination import Keyset, check_cursor, decode_cursor, make_cursor
+
+COUNT_CAP = 10_000
+
+
+class LogPage(msgspec.Struct):
+    """A page of entries, newest first unless `sort=asc`.
+
+    `total_count` is exact unless `total_is_estimate` (more than 10,000 matches: then it
+    is the planner's estimate). `next_cursor` is set when `has_more`: send it back with
+    the same filters to get the next page.
+    """
+
+    entries: list[LogEntryOut]
+    page: int
+    page_size: int
+    total_count: int
+    total_is_estimate: bool
+    has_more: bool
+    next_cursor: str | None = None
+
+
+async def read_page(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: LogFilter,
+    request: PageRequest,
+    *,
+    now: datetime,
+    default_window: timedelta | None,
+) -> LogPage:
+    """The page `request` asks for. Raises BadRequest for a cursor of another query and
+    ValidationFailed for a bad filter."""
+    cursor = decode_cursor(request.cursor) if request.cursor else None
+    if cursor is not None:
+        now = cursor.now  # relative times resolve as they did on the first page
+    compiled = resolve_filter(f, now, default_window)
+    if cursor is not None:
+        check_cursor(cursor, tenant_id, request.sort, compiled)
+    size = request.page_size
+    page = cursor.page + 1 if cursor else request.page
+    if compiled.is_empty_range:
+        return LogPage([], page, size, 0, False, False)
+    offset = 0 if cursor else (request.page - 1) * size
+    entries = await fetch_entries(
+        conn,
+        tenant_id,
+        compiled,
+        sort=request.sort,
+        after=(cursor.timestamp, cursor.id) if cursor else None,
+        offset=offset,
+        limit=size + 1,
+    )
+    has_more = len(entries) > size
+    del entries[size:]
+    if cursor is not None:
+        total, estimated = cursor.total, cursor.total_is_estimate
+    elif offset == 0 and not has_more:
+        total, estimated = len(entries), False
+    else:
+        total, estimated = await count_total(conn, tenant_id, compiled)
+    next_cursor = None
+    if has_more:
+        last = entries[-1]
+        next_cursor = make_cursor(
+            sort=request.sort,
+            last=Keyset(last.timestamp, last.id),
+            now=now,
+            page=page,
+            total=total,
+            total_is_estimate=estimated,
+            tenant_id=tenant_id,
+            f=compiled,
+        )
+    return LogPage(entries, page, size, total, estimated, has_more, next_cursor)
+
+
+def resolve_filter(f: LogFilter, now: datetime, default_window: timedelta | None) -> CompiledFilter:
+    compiled = compile_filter(f, now)
+    return compiled.with_default_window(default_window, now) if default_window else compiled
+
+
+async def count_total(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter
+) -> tuple[int, bool]:
+    """(total, is_estimate): exact up to COUNT_CAP, else the planner's row estimate."""
+    counted = await count_up_to(conn, tenant_id, f, COUNT_CAP + 1)
+    if counted <= COUNT_CAP:
+        return counted, False
+    return max(counted, await estimate_count(conn, tenant_id, f)), True

@@ -1,0 +1,212 @@
+"""Redis cache of query answers: per tenant, per normalised request, never in the way.
+
+An answer is cached as the encoded response body under
+`<prefix>:qcache:<tenant>:<kind>:<digest of the normalised request>`. A time range closed
+in the past (an absolute end at least QUERY_CACHE_INGEST_LAG_SECONDS ago) is cached for
+QUERY_CACHE_TTL_SECONDS; an open one (no end, a relative end such as `now`, or an end
+within the ingest lag) for QUERY_CACHE_OPEN_TTL_SECONDS. Late entries (stamped in a range
+already closed) and retention show up once the entry expires.
+
+Redis is an optimisation here, not a dependency: every Redis call has a short timeout,
+a failure answers uncached, and after one the cache is left alone for a few seconds, so
+a dead or hung Redis costs queries almost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.filters import CompiledFilter, LogFilter
+from shared.settings import Settings
+
+log = logging.getLogger("cache")
+
+# Larger answers are not worth the memory; they are recomputed each time.
+MAX_CACHED_BYTES = 1024 * 1024
+# After a Redis failure, how long the cache stays out of the way before trying again.
+BACKOFF_SECONDS = 5.0
+
+
+class CacheStatus(enum.StrEnum):
+    """How an answer was produced; the gateway sends it as the `X-Cache` header."""
+
+    HIT = "hit"  # from Redis
+    MISS = "miss"  # computed, then stored
+    BYPASS = "bypass"  # computed; the caller asked for a fresh answer (Cache-Control)
+    OFF = "off"  # computed; the cache is disabled or Redis is unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: bytes
+    status: CacheStatus
+
+
+class QueryCache:
+    """Get-or-compute over Redis. `redis=None` (or both TTLs 0) disables it."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        *,
+        prefix: str,
+        closed_ttl: int,
+        open_ttl: int,
+        ingest_lag: timedelta,
+        timeout: float,
+        backoff: float = BACKOFF_SECONDS,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._closed_ttl = closed_ttl
+        self._open_ttl = open_ttl
+        self.ingest_lag = ingest_lag
+        self._timeout = timeout
+        self._backoff = backoff
+        self._down_until = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryCache:
+        """A cache with its own Redis client: the shared one waits 5 s on a hung server,
+        which is right for ingest (it must know) and wrong for a cache (it must not wait)."""
+        timeout = settings.query_cache_timeout_ms / 1000
+        enabled = settings.query_cache_ttl_seconds > 0 or settings.query_cache_open_ttl_seconds > 0
+        redis = (
+            Redis(
+                host=settings.redis_host,
+                port=settings.redis_port,
+                db=settings.redis_db,
+                password=settings.redis_password or None,
+                protocol=2,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry_on_timeout=False,
+            )
+            if enabled
+            else None
+        )
+        return cls(
+            redis,
+            prefix=settings.redis_key_prefix,
+            closed_ttl=settings.query_cache_ttl_seconds,
+            open_ttl=settings.query_cache_open_ttl_seconds,
+            ingest_lag=timedelta(seconds=settings.query_cache_ingest_lag_seconds),
+            timeout=timeout,
+        )
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def key(self, tenant_id: uuid.UUID, kind: str, key_parts: Any) -> str:
+        """The Redis key of one request: tenant and kind in clear (to count or drop a
+        tenant's entries), the normalised request as a digest."""
+        encoded = msgspec.json.encode(key_parts, order="deterministic")
+        digest = hashlib.sha256(encoded).hexdigest()[:32]
+        return f"{self._prefix}:qcache:{tenant_id}:{kind}:{digest}"
+
+    def is_closed(self, end: datetime | None, *, relative: bool, now: datetime) -> bool:
+        """True when the range ends at an absolute instant old enough that no entry can
+        still be arriving for it (apart from late ones, see the module docstring)."""
+        return end is not None and not relative and end <= now - self.ingest_lag
+
+    async def get_or_compute(
+        self,
+        tenant_id: uuid.UUID,
+        kind: str,
+        key_parts: Any,
+        *,
+        closed: bool,
+        compute: Callable[[], Awaitable[bytes]],
+        bypass: bool = False,
+    ) -> Answer:
+        """The cached body for this request, or `compute()`'s, stored for next time.
+
+        `kind` names the endpoint (stats, aggregate, list, ...); `key_parts` is anything
+        msgspec encodes that identifies the request once normalised (see `filter_key`),
+        including page or cursor. `bypass` skips the read (a client asking for a fresh
+        answer) but still stores the result.
+        """
+        ttl = self._closed_ttl if closed else self._open_ttl
+        if self._redis is None or ttl <= 0:
+            return Answer(await compute(), CacheStatus.OFF)
+        key = self.key(tenant_id, kind, key_parts)
+        usable = self._usable()
+        if usable and not bypass:
+            cached = await self._call(self._redis.get(key))
+            if isinstance(cached, bytes):
+                return Answer(cached, CacheStatus.HIT)
+            usable = self._usable()
+        body = await compute()
+        if not usable:
+            return Answer(body, CacheStatus.OFF)
+        if len(body) <= MAX_CACHED_BYTES:
+            stored = await self._call(self._redis.set(key, body, ex=ttl))
+            if stored is _FAILED:
+                return Answer(body, CacheStatus.OFF)
+        return Answer(body, CacheStatus.BYPASS if bypass else CacheStatus.MISS)
+
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    async def _call(self, command: Awaitable[Any]) -> Any:
+        try:
+            # The socket timeouts bound each read and connect; this bounds the whole call
+            # (a server that accepts and then never answers, retries inside the client).
+            async with asyncio.timeout(self._timeout * 2):
+                result = await command
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._usable():
+                log.warning(
+                    "query cache unavailable, answering uncached for %.0fs: %r",
+                    self._backoff,
+                    exc,
+                )
+            self._down_until = time.monotonic() + self._backoff
+            return _FAILED
+        if self._down_until:
+            self._down_until = 0.0
+            log.info("query cache available again")
+        return result
+
+
+_FAILED = object()
+
+
+def _is_relative(value: str | datetime | None) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith("now")
+
+
+def filter_key(raw: LogFilter, compiled: CompiledFilter) -> dict[str, Any]:
+    """The normalised form of a filter for cache keys: the compiled terms (sorted, UTC,
+    duplicates removed), with a relative time kept as written (`now-1h`) so that repeats
+    of the same relative query share a key instead of differing by the clock."""
+    key = dataclasses.asdict(compiled)
+    if _is_relative(raw.start_time):
+        key["start"] = str(raw.start_time).strip().lower()
+    if _is_relative(raw.end_time):
+        key["end"] = str(raw.end_time).strip().lower()
+    return key
+
+
+def range_is_closed(
+    cache: QueryCache, raw: LogFilter, compiled: CompiledFilter, now: datetime | None = None
+) -> bool:
+    """Whether the filter's time range is closed in the past (cacheable for long)."""
+    return cache.is_closed(
+        compiled.end, relative=_is_relative(raw.end_time), now=now or datetime.now(UTC)
+    )

@@ -1,0 +1,159 @@
+"""Reading stored entries: the SQL behind listing, lookups and counting.
+
+Every function takes the tenant explicitly and runs on a connection the caller opened
+in `shared.db.tenant_scope`; they read the view `tenant_log_entries`, which holds only
+that transaction's tenant (sql/0002_query.sql: the second wall, and unlike the table's
+row-level security it lets `search` use the trigram index). The WHERE body comes from
+`shared.filters.where_sql`; this module adds order, keyset position and limits.
+Statements are sent unprepared (`prepare=False`): a generic plan would lose the
+plan-time partition pruning and the index choice that depend on the actual values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from psycopg import AsyncConnection, sql
+
+from shared.filters import CompiledFilter, where_sql
+from shared.model import Level, LogEntryOut
+
+Sort = Literal["asc", "desc"]
+
+_COLUMN_NAMES = (
+    "id", "tenant_id", "timestamp", "level", "service_name", "message", "trace_id", "span_id",
+    "user_id", "request_id", "metadata", "source", "host", "environment",
+)  # fmt: skip
+_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in _COLUMN_NAMES)
+
+
+def entry_from_row(row: Sequence[Any]) -> LogEntryOut:
+    """A row of `_COLUMN_NAMES` in the seed's shape (level by name)."""
+    return LogEntryOut(
+        id=row[0],
+        tenant_id=row[1],
+        timestamp=row[2].astimezone(UTC),
+        level=Level(row[3]).name,
+        service_name=row[4],
+        message=row[5],
+        trace_id=row[6],
+        span_id=row[7],
+        user_id=row[8],
+        request_id=row[9],
+        metadata=row[10],
+        source=row[11],
+        host=row[12],
+        environment=row[13],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A query and the parameters of its placeholders: what the functions below run, and
+    what tests/test_query_plans.py EXPLAINs."""
+
+    query: sql.Composed
+    params: list[Any]
+
+
+def entries_statement(
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    *,
+    sort: Sort,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    offset: int = 0,
+    limit: int,
+) -> Statement:
+    """Up to `limit` entries matching `f`, ordered by (timestamp, id) in `sort` order,
+    starting strictly after the sort key `after` (keyset) and skipping `offset` rows.
+
+    The (timestamp, id) order is total, so a keyset walk never repeats or skips an entry.
+    The keyset is spelled `ts <= x AND (ts < x OR id < y)` rather than as a row
+    comparison so that its first half bounds the tenant+time index scan.
+    """
+    where = where_sql(tenant_id, f)
+    clause, params = where.clause, list(where.params)
+    if after is not None:
+        op = sql.SQL("<" if sort == "desc" else ">")
+        clause = sql.SQL('{} AND "timestamp" {}= %s AND ("timestamp" {} %s OR id {} %s)').format(
+            clause, op, op, op
+        )
+        params += [after[0], after[0], after[1]]
+    direction = sql.SQL("DESC" if sort == "desc" else "ASC")
+    query = sql.SQL(
+        'SELECT {} FROM tenant_log_entries WHERE {} ORDER BY "timestamp" {}, id {} '
+        "LIMIT %s OFFSET %s"
+    ).format(_COLUMNS, clause, direction, direction)
+    return Statement(query, [*params, limit, offset])
+
+
+def count_statement(tenant_id: uuid.UUID, f: CompiledFilter, cap: int) -> Statement:
+    """How many entries match, counting no further than `cap` (bounded work)."""
+    where = where_sql(tenant_id, f)
+    query = sql.SQL(
+        "SELECT count(*) FROM (SELECT 1 FROM tenant_log_entries WHERE {} LIMIT %s) AS capped"
+    ).format(where.clause)
+    return Statement(query, [*where.params, cap])
+
+
+def entry_statement(tenant_id: uuid.UUID, entry_id: uuid.UUID) -> Statement:
+    query = sql.SQL(
+        "SELECT {} FROM tenant_log_entries WHERE tenant_id = %s AND id = %s LIMIT 1"
+    ).format(_COLUMNS)
+    return Statement(query, [tenant_id, entry_id])
+
+
+async def fetch_entries(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    *,
+    sort: Sort,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    offset: int = 0,
+    limit: int,
+) -> list[LogEntryOut]:
+    """The entries `entries_statement` selects, in the seed's shape."""
+    s = entries_statement(tenant_id, f, sort=sort, after=after, offset=offset, limit=limit)
+    cur = await conn.execute(s.query, s.params, prepare=False)
+    return [entry_from_row(row) for row in await cur.fetchall()]
+
+
+async def count_up_to(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter, cap: int
+) -> int:
+    """How many entries match, counting no further than `cap`."""
+    s = count_statement(tenant_id, f, cap)
+    cur = await conn.execute(s.query, s.params, prepare=False)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def estimate_count(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter
+) -> int:
+    """The planner's estimate of how many entries match (EXPLAIN: no rows are read)."""
+    where = where_sql(tenant_id, f)
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM tenant_log_entries WHERE {}").format(
+        where.clause
+    )
+    cur = await conn.execute(query, where.params, prepare=False)
+    row = await cur.fetchone()
+    if row is None:
+        return 0
+    return int(row[0][0]["Plan"]["Plan Rows"])
+
+
+async def get_entry(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, entry_id: uuid.UUID
+) -> LogEntryOut | None:
+    """One entry by id, or None when the tenant has no such entry."""
+    s = entry_statement(tenant_id, entry_id)
+    cur = await conn.execute(s.query, s.params, prepare=False)
+    row = await cur.fetchone()
+    return entry_from_row(row) if row else None

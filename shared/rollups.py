@@ -1,0 +1,411 @@
+"""Counting logs for stats, time buckets, the services list and storage figures.
+
+A count over [start, end) is answered from the rollups whenever the filter only names
+rollup dimensions (service, level, environment). The range is cut like a ruler: whole
+UTC days in the middle (log_counts_daily), whole hours around them (log_counts_hourly),
+whole minutes around those (log_counts, or log_counts_by_level when neither the filter
+nor the grouping involves service or environment) and, at the two ends, the partial
+minutes, counted from log_entries. So answers are exact for any start and end, and a
+week costs about what a day does. Any other filter term (search, ids, host, source,
+metadata) counts raw rows in the range.
+
+Every function takes the tenant explicitly and filters by it; the caller provides the
+connection (the gateway's tenant-scoped read transaction).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from shared.filters import CompiledFilter, where_sql
+from shared.model import Level
+
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# date_bin's origin: buckets of 1d start at UTC midnight, 6h at 00/06/12/18 UTC.
+_ORIGIN = sql.SQL("TIMESTAMPTZ '2000-01-01 00:00:00+00'")
+
+
+class Source(enum.Enum):
+    """Where a span of the range is counted, and the time column's granularity there."""
+
+    # Literal steps: inside this class body, MINUTE, HOUR and DAY name the members.
+    RAW = ("log_entries", "timestamp", timedelta(0))
+    MINUTE = ("log_counts", "minute", timedelta(minutes=1))
+    LEVEL_MINUTE = ("log_counts_by_level", "minute", timedelta(minutes=1))
+    HOUR = ("log_counts_hourly", "hour", timedelta(hours=1))
+    DAY = ("log_counts_daily", "day", timedelta(days=1))
+
+    def __init__(self, table: str, column: str, step: timedelta) -> None:
+        self.table = table
+        self.column = column
+        self.step = step
+
+
+# The next finer table with every dimension, to locate an entry inside a coarse cell.
+_FINER = {DAY: Source.HOUR, HOUR: Source.MINUTE}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    source: Source
+    start: datetime
+    end: datetime
+
+
+def floor_to(ts: datetime, step: timedelta) -> datetime:
+    return ts - (ts - _EPOCH) % step
+
+
+def ceil_to(ts: datetime, step: timedelta) -> datetime:
+    floored = floor_to(ts, step)
+    return floored if floored == ts else floored + step
+
+
+def plan_spans(
+    start: datetime,
+    end: datetime,
+    *,
+    rollups: bool,
+    coarsest: timedelta = DAY,
+    minutes: Source = Source.MINUTE,
+) -> list[Span]:
+    """Cut [start, end) into spans each counted from one table, oldest first.
+
+    Without `rollups` the whole range is raw. With them: raw partial minutes at the
+    edges, then whole minutes (from the `minutes` table), whole hours and whole days
+    inward, up to the `coarsest` step (a histogram's buckets must not straddle a cell).
+    """
+    ladder = [Source.RAW]
+    if rollups:
+        ladder += [minutes, *(s for s in (Source.HOUR, Source.DAY) if s.step <= coarsest)]
+
+    def cut(lo: datetime, hi: datetime, rung: int) -> list[Span]:
+        if rung + 1 < len(ladder):
+            step = ladder[rung + 1].step
+            inner_lo, inner_hi = ceil_to(lo, step), floor_to(hi, step)
+            if inner_lo < inner_hi:
+                return [
+                    Span(ladder[rung], lo, inner_lo),
+                    *cut(inner_lo, inner_hi, rung + 1),
+                    Span(ladder[rung], inner_hi, hi),
+                ]
+        return [Span(ladder[rung], lo, hi)]
+
+    if start >= end:
+        return []
+    return [s for s in cut(start, end, 0) if s.start < s.end]
+
+
+Dimension = str  # "service_name" or "level"
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    statement: sql.Composed
+    params: list[Any]
+
+
+def _span_select(
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    span: Span,
+    dims: Sequence[Dimension],
+    bucket: timedelta | None,
+) -> _Query:
+    """One span's grouped counts: (bucket, *dims, count, first, last, step seconds)."""
+    time_col = sql.Identifier(span.source.column)
+    if span.source is Source.RAW:
+        where = where_sql(tenant_id, replace(f, start=span.start, end=span.end))
+        clause, where_params = where.clause, list(where.params)
+        count = sql.SQL("count(*)")
+    else:
+        where = where_sql(tenant_id, replace(f, start=None, end=None))
+        clause = sql.SQL("{} AND {} >= %s AND {} < %s").format(where.clause, time_col, time_col)
+        where_params = [*where.params, span.start, span.end]
+        count = sql.SQL("sum(count)")
+    bucket_expr: sql.Composable = sql.SQL("NULL::timestamptz")
+    bucket_params: list[Any] = []
+    if bucket is not None:
+        bucket_expr = sql.SQL("date_bin(%s::interval, {}, {})").format(time_col, _ORIGIN)
+        bucket_params = [bucket]
+    columns = [sql.SQL("{} AS bucket").format(bucket_expr), *(sql.Identifier(d) for d in dims)]
+    statement = sql.SQL(
+        "SELECT {}, {} AS n, min({}) AS first, max({}) AS last, {} AS step "
+        "FROM {} WHERE {} GROUP BY {}"
+    ).format(
+        sql.SQL(", ").join(columns),
+        count,
+        time_col,
+        time_col,
+        sql.Literal(int(span.source.step.total_seconds())),
+        sql.Identifier(span.source.table),
+        clause,
+        sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(columns) + 1)),
+    )
+    return _Query(statement, [*bucket_params, *where_params])
+
+
+def _union(
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    spans: Sequence[Span],
+    dims: Sequence[Dimension],
+    bucket: timedelta | None,
+) -> _Query:
+    parts = [_span_select(tenant_id, f, s, dims, bucket) for s in spans]
+    statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p.statement) for p in parts)
+    return _Query(statement, [param for p in parts for param in p.params])
+
+
+@dataclass(slots=True)
+class Group:
+    """Counts of one group (bucket and/or dimension values) over the range.
+
+    `first`/`last` are exact for entries counted raw; from rollups they are the start of
+    their minute, hour or day (`first_step`/`last_step` say which), see `exact_time`.
+    """
+
+    key: tuple[Any, ...]
+    count: int
+    first: datetime
+    first_step: timedelta
+    last: datetime
+    last_step: timedelta
+
+    def add(self, count: int, first: datetime, last: datetime, step: timedelta) -> None:
+        self.count += count
+        if first < self.first:
+            self.first, self.first_step = first, step
+        if last > self.last:
+            self.last, self.last_step = last, step
+
+
+def _minutes_table(f: CompiledFilter, dims: Sequence[Dimension]) -> Source:
+    """log_counts_by_level when it can answer (it has no service or environment), which
+    is tens of times smaller than log_counts on realistic data."""
+    whole_tenant = not f.services and f.environment is None and "service_name" not in dims
+    return Source.LEVEL_MINUTE if whole_tenant else Source.MINUTE
+
+
+def _window(f: CompiledFilter) -> tuple[datetime, datetime]:
+    if f.start is None or f.end is None:
+        raise ValueError("counting needs a closed window: set start and end")
+    return f.start, f.end
+
+
+async def count_groups(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    dims: Sequence[Dimension],
+) -> tuple[list[Group], bool]:
+    """Counts per combination of `dims` over f's window, with first and last times;
+    returns the groups and whether rollups answered. Small results only (no buckets)."""
+    start, end = _window(f)
+    rollups = f.uses_only_rollup_dimensions
+    spans = plan_spans(start, end, rollups=rollups, minutes=_minutes_table(f, dims))
+    if not spans:
+        return [], rollups
+    query = _union(tenant_id, f, spans, dims, None)
+    cur = await conn.execute(query.statement, query.params, prepare=False)
+    groups: dict[tuple[Any, ...], Group] = {}
+    for row in await cur.fetchall():
+        key = tuple(row[1 : 1 + len(dims)])
+        n, first, last, seconds = row[1 + len(dims) :]
+        step = timedelta(seconds=seconds)
+        if key in groups:
+            groups[key].add(int(n), first, last, step)
+        else:
+            groups[key] = Group(key, int(n), first, step, last, step)
+    return [g for g in groups.values() if g.count > 0], rollups
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCounts:
+    """One time bucket (of one service, when grouped by service): counts per level,
+    DEBUG first, FATAL last."""
+
+    time: datetime
+    service_name: str | None
+    levels: tuple[int, int, int, int, int]
+
+
+_PER_LEVEL = sql.SQL(", ").join(
+    sql.SQL("coalesce(sum(n) FILTER (WHERE level = {}), 0)::bigint").format(sql.Literal(int(lv)))
+    for lv in Level
+)
+
+
+async def count_buckets(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    interval: timedelta,
+    *,
+    by_service: bool,
+) -> tuple[list[BucketCounts], bool]:
+    """Counts per time bucket (date_bin of `interval`, UTC), per level and optionally
+    per service, over f's window, in bucket order; and whether rollups answered. Only
+    buckets with entries are returned."""
+    start, end = _window(f)
+    rollups = f.uses_only_rollup_dimensions
+    dims = ("service_name", "level") if by_service else ("level",)
+    spans = plan_spans(
+        start,
+        end,
+        rollups=rollups,
+        coarsest=max(step for step in (MINUTE, HOUR, DAY) if interval % step == timedelta(0)),
+        minutes=_minutes_table(f, dims),
+    )
+    if not spans:
+        return [], rollups
+    query = _union(tenant_id, f, spans, dims, interval)
+    # Pivoted here, one row per bucket: five times fewer rows to send and decode.
+    keys = sql.SQL(", ").join(
+        [sql.Identifier("bucket"), *(sql.Identifier(d) for d in dims if d != "level")]
+    )
+    statement = sql.SQL("SELECT {}, {} FROM ({}) AS spans GROUP BY {} ORDER BY {}").format(
+        keys, _PER_LEVEL, query.statement, keys, keys
+    )
+    cur = await conn.execute(statement, query.params, prepare=False)
+    rows = await cur.fetchall()
+    if by_service:
+        return [BucketCounts(r[0], r[1], tuple(r[2:])) for r in rows], rollups
+    return [BucketCounts(r[0], None, tuple(r[1:])) for r in rows], rollups
+
+
+async def narrow(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    coarse: datetime,
+    step: timedelta,
+    *,
+    newest: bool,
+) -> tuple[datetime, datetime] | None:
+    """Where exactly in [coarse, coarse + step), a day or hour the rollups say holds an
+    entry matching `f`, its oldest (or newest) entry lies: the [lo, hi) of its minute
+    within f's window, found by reading the next finer rollup table, rung by rung."""
+    start, end = _window(f)
+    lo, hi = max(start, coarse), min(end, coarse + step)
+    agg = sql.SQL("max" if newest else "min")
+    where = where_sql(tenant_id, replace(f, start=None, end=None))
+    while step > MINUTE:
+        finer = _FINER[step]
+        column = sql.Identifier(finer.column)
+        cur = await conn.execute(
+            sql.SQL("SELECT {}({}) FROM {} WHERE {} AND {} >= %s AND {} < %s").format(
+                agg, column, sql.Identifier(finer.table), where.clause, column, column
+            ),
+            [*where.params, floor_to(lo, finer.step), hi],
+            prepare=False,
+        )
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        step = finer.step
+        lo, hi = max(lo, row[0]), min(hi, row[0] + step)
+    return lo, hi
+
+
+async def exact_time(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    coarse: datetime,
+    step: timedelta,
+    *,
+    newest: bool,
+) -> datetime | None:
+    """The exact time of the oldest (or newest) entry matching `f` within
+    [coarse, coarse + step), a minute, hour or day the rollups say holds one: the raw
+    read that settles it spans one minute."""
+    found = await narrow(conn, tenant_id, f, coarse, step, newest=newest)
+    if found is None:
+        return None
+    where = where_sql(tenant_id, replace(f, start=found[0], end=found[1]))
+    cur = await conn.execute(
+        sql.SQL('SELECT {}("timestamp") FROM log_entries WHERE {}').format(
+            sql.SQL("max" if newest else "min"), where.clause
+        ),
+        where.params,
+        prepare=False,
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Rows and (approximate stored) bytes of one tenant, all time, from the rollups."""
+
+    tenant_id: uuid.UUID
+    rows: int
+    bytes: int
+
+
+async def tenant_usage(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> Usage:
+    cur = await conn.execute(
+        "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0) FROM log_counts_daily "
+        "WHERE tenant_id = %s",
+        (tenant_id,),
+        prepare=False,
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Usage(tenant_id, int(row[0]), int(row[1]))
+
+
+async def all_tenants_usage(conn: AsyncConnection[Any]) -> list[Usage]:
+    """Every tenant's usage, largest first: for operators only (it crosses tenants, so it
+    must run outside a tenant-scoped transaction, whose row-level security hides the rest)."""
+    cur = await conn.execute(
+        "SELECT tenant_id, sum(count), sum(bytes) FROM log_counts_daily "
+        "GROUP BY tenant_id HAVING sum(count) > 0 ORDER BY 3 DESC, 1",
+        prepare=False,
+    )
+    return [Usage(r[0], int(r[1]), int(r[2])) for r in await cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class PhysicalSize:
+    """Bytes on disk of every partition of log_entries (heap with TOAST, and indexes)."""
+
+    table_bytes: int
+    index_bytes: int
+
+
+async def physical_size(conn: AsyncConnection[Any]) -> PhysicalSize:
+    cur = await conn.execute(
+        "SELECT coalesce(sum(pg_table_size(relid)), 0), coalesce(sum(pg_indexes_size(relid)), 0) "
+        "FROM pg_partition_tree('log_entries') WHERE isleaf",
+        prepare=False,
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return PhysicalSize(int(row[0]), int(row[1]))
+
+
+async def tenant_quota_bytes(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, default_gb: float
+) -> int:
+    """The tenant's storage quota: its retention policy's max_size_gb when set, else
+    LOG_MAX_SIZE_GB. The one place a per-tenant override is read (extend it here)."""
+    cur = await conn.execute(
+        "SELECT max_size_gb FROM log_retention_policies WHERE tenant_id = %s",
+        (tenant_id,),
+        prepare=False,
+    )
+    row = await cur.fetchone()
+    gb = float(row[0]) if row and row[0] is not None else default_gb
+    return int(gb * 1024**3)

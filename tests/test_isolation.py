@@ -1,0 +1,458 @@
+"""Tenant isolation: tenant A's key never reads or changes tenant B's data, through any
+endpoint (the matrix covers every route the app serves), and row-level security hides
+B's rows even from SQL that forgets the tenant predicate (the second wall)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from shared.db import READER_ROLE, make_pool, tenant_scope
+from shared.logstore import get_entry
+from tests.keyring import add_key, add_tenant, key_headers
+from tests.routes import Endpoint, endpoints, needs_caller
+
+B_SERVICE = "svc-b-secret"
+B_MESSAGE = "b-secret-message"
+
+
+@dataclass
+class World:
+    """Two tenants with data in every table; A's key has ingest and query scopes."""
+
+    client: AsyncTestClient  # type: ignore[type-arg]
+    db: psycopg.Connection
+    a: uuid.UUID
+    b: uuid.UUID
+    a_key: str
+    b_entry_ids: list[str]
+    b_policy_id: uuid.UUID
+    b_alert_id: uuid.UUID
+
+    @property
+    def markers(self) -> list[str]:
+        return [str(self.b), B_SERVICE, B_MESSAGE, "trace-b", "req-b", *self.b_entry_ids]
+
+    def headers(self, tenant: uuid.UUID | None = None) -> dict[str, str]:
+        return key_headers(self.a_key, tenant)
+
+    def b_snapshot(self) -> list[Any]:
+        """Everything of B's that A must not change."""
+        queries = [
+            "SELECT id, message, service_name FROM log_entries WHERE tenant_id = %s ORDER BY id",
+            "SELECT minute, service_name, count FROM log_counts WHERE tenant_id = %s ORDER BY 1, 2",
+            "SELECT * FROM log_retention_policies WHERE tenant_id = %s",
+            "SELECT * FROM log_alerts WHERE tenant_id = %s ORDER BY id",
+            "SELECT * FROM tenants WHERE id = %s",
+            "SELECT id, revoked_at FROM api_keys WHERE tenant_id = %s ORDER BY id",
+        ]
+        return [self.db.execute(q, (self.b,)).fetchall() for q in queries]
+
+
+def _entries(tag: str, service: str, message: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "service_name": service,
+            "level": level,
+            "message": f"{message} {i}",
+            "trace_id": f"trace-{tag}",
+            "request_id": f"req-{tag}",
+            "user_id": f"user-{tag}",
+            "environment": "production",
+            "metadata": {"marker": f"{tag}-secret"},
+        }
+        for i, level in enumerate(["INFO", "ERROR", "WARN"])
+    ]
+
+
+def _seed_policy_and_alert(
+    db: psycopg.Connection, tenant: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID]:
+    policy_id, alert_id = uuid.uuid4(), uuid.uuid4()
+    db.execute(
+        "INSERT INTO log_retention_policies (id, tenant_id, retention_days) VALUES (%s, %s, 9)",
+        (policy_id, tenant),
+    )
+    db.execute(
+        """INSERT INTO log_alerts (id, tenant_id, name, filter, threshold, window_mins)
+           VALUES (%s, %s, %s, %s, 5, 10)""",
+        (alert_id, tenant, f"alert-{tenant}", Jsonb({"service_name": B_SERVICE})),
+    )
+    return policy_id, alert_id
+
+
+@pytest.fixture
+async def world(api_client, api_settings, admin_key, writer, db) -> AsyncIterator[World]:
+    a, b = await add_tenant(api_settings), await add_tenant(api_settings)
+    b_ids: list[str] = []
+    for tenant, entries in (
+        (a, _entries("a", "svc-a", "a-message")),
+        (b, _entries("b", B_SERVICE, B_MESSAGE)),
+    ):
+        response = await api_client.post(
+            "/api/v1/logs/batch", json={"entries": entries}, headers=key_headers(admin_key, tenant)
+        )
+        assert response.status_code == 202, response.text
+        if tenant == b:
+            b_ids = response.json()["ids"]
+    await writer.drain()
+    _seed_policy_and_alert(db, a)
+    b_policy, b_alert = _seed_policy_and_alert(db, b)
+    await add_key(api_settings, b, "ingest", "query")
+    a_key = await add_key(api_settings, a, "ingest", "query")
+    yield World(api_client, db, a, b, a_key, b_ids, b_policy, b_alert)
+
+
+Probe = Callable[[World, Endpoint], Awaitable[None]]
+
+
+def _no_b_data(world: World, response: Any, endpoint: Endpoint, *sent: str) -> None:
+    """No marker of B in the answer, except what A itself sent (echoed in a 404)."""
+    assert response.status_code < 500, (endpoint, response.text)
+    leaked = [m for m in world.markers if m in response.text and m not in sent]
+    assert not leaked, (endpoint, leaked, response.text[:500])
+
+
+def _refused(response: Any, endpoint: Endpoint, *statuses: int) -> None:
+    assert response.status_code in (statuses or (403, 404)), (endpoint, response.text)
+
+
+async def _ingest(world: World, endpoint: Endpoint) -> None:
+    entry = {"service_name": "x", "level": "INFO", "message": "m", "tenant_id": str(world.b)}
+    body: Any = entry if endpoint.template == "/api/v1/logs" else {"entries": [entry]}
+    response = await world.client.post(endpoint.url(), json=body, headers=world.headers())
+    _refused(response, endpoint, 422)
+
+
+async def _list(world: World, endpoint: Endpoint) -> None:
+    for params in ({}, {"service_name": B_SERVICE}, {"trace_id": "trace-b"}, {"search": "secret"}):
+        response = await world.client.get(endpoint.url(), params=params, headers=world.headers())
+        _no_b_data(world, response, endpoint)
+
+
+async def _post_filter(world: World, endpoint: Endpoint) -> None:
+    for body in ({}, {"service_name": B_SERVICE}, {"trace_id": "trace-b"}, {"search": "secret"}):
+        response = await world.client.post(endpoint.url(), json=body, headers=world.headers())
+        _no_b_data(world, response, endpoint)
+    naming_b = await world.client.post(
+        endpoint.url(), json={"tenant_id": str(world.b)}, headers=world.headers()
+    )
+    _refused(naming_b, endpoint, 403)
+
+
+async def _by_id(world: World, endpoint: Endpoint) -> None:
+    for entry_id in world.b_entry_ids:
+        response = await world.client.get(endpoint.url_all(entry_id), headers=world.headers())
+        _refused(response, endpoint, 404)
+        _no_b_data(world, response, endpoint, entry_id)
+
+
+async def _by_lookup(world: World, endpoint: Endpoint) -> None:
+    """Guessing B's trace or request id: 404, or an empty page; never B's entries."""
+    value = "trace-b" if "trace" in endpoint.template else "req-b"
+    response = await world.client.get(endpoint.url_all(value), headers=world.headers())
+    _no_b_data(world, response, endpoint, value)
+    if response.status_code == 200:
+        assert response.json()["entries"] == []
+
+
+async def _read_only(world: World, endpoint: Endpoint) -> None:
+    response = await world.client.get(endpoint.url(), headers=world.headers())
+    _no_b_data(world, response, endpoint)
+
+
+async def _admin_only(world: World, endpoint: Endpoint) -> None:
+    response = await world.client.request(
+        endpoint.method, endpoint.url_all(str(world.b)), json={}, headers=world.headers()
+    )
+    _refused(response, endpoint, 403)
+
+
+async def _header_only(world: World, endpoint: Endpoint) -> None:
+    """Long-lived (live tail): here only the universal check (X-Tenant-ID of B is 403),
+    made before a stream starts; what a stream carries is checked by
+    tests/test_tail.py::test_tenant_stream_never_carries_another_tenants_logs."""
+
+
+async def _policy_of_b(world: World, endpoint: Endpoint) -> None:
+    target = str(world.b) if "/tenant/" in endpoint.template else str(world.b_policy_id)
+    body = {"tenant_id": str(world.b), "retention_days": 1}
+    response = await world.client.request(
+        endpoint.method, endpoint.url_all(target), json=body, headers=world.headers()
+    )
+    _refused(response, endpoint)
+    _no_b_data(world, response, endpoint, target, str(world.b))
+
+
+async def _alert_of_b(world: World, endpoint: Endpoint) -> None:
+    body = {"name": "x", "threshold": 1, "window_mins": 1, "tenant_id": str(world.b)}
+    response = await world.client.request(
+        endpoint.method, endpoint.url_all(str(world.b_alert_id)), json=body, headers=world.headers()
+    )
+    _refused(response, endpoint)
+    _no_b_data(world, response, endpoint, str(world.b_alert_id), str(world.b))
+
+
+async def _create_for_b(world: World, endpoint: Endpoint) -> None:
+    """Creating with B's tenant_id in the body: refused, or created for A (the snapshot
+    of B, checked at the end, proves which)."""
+    body = {
+        "tenant_id": str(world.b),
+        "retention_days": 1,
+        "name": "x",
+        "threshold": 1,
+        "window_mins": 1,
+    }
+    response = await world.client.post(endpoint.url(), json=body, headers=world.headers())
+    _no_b_data(world, response, endpoint, str(world.b))
+
+
+# Every route needing a caller, and how A tries to get at B through it. A route missing
+# here fails test_every_route_is_in_the_isolation_matrix: add it with its probe.
+MATRIX: dict[tuple[str, str], Probe] = {
+    ("POST", "/api/v1/logs"): _ingest,
+    ("POST", "/api/v1/logs/batch"): _ingest,
+    ("GET", "/api/v1/logs"): _list,
+    ("POST", "/api/v1/logs/query"): _post_filter,
+    ("GET", "/api/v1/logs/{}"): _by_id,
+    ("GET", "/api/v1/logs/trace/{}"): _by_lookup,
+    ("GET", "/api/v1/logs/request/{}"): _by_lookup,
+    ("GET", "/api/v1/logs/stats"): _list,
+    ("POST", "/api/v1/logs/aggregate"): _post_filter,
+    ("GET", "/api/v1/logs/services"): _list,
+    ("GET", "/api/v1/logs/storage"): _read_only,
+    ("GET", "/api/v1/logs/stream"): _header_only,
+    ("GET", "/api/v1/retention"): _read_only,
+    ("POST", "/api/v1/retention"): _create_for_b,
+    ("GET", "/api/v1/retention/tenant/{}"): _policy_of_b,
+    ("PUT", "/api/v1/retention/{}"): _policy_of_b,
+    ("DELETE", "/api/v1/retention/{}"): _policy_of_b,
+    ("GET", "/api/v1/alerts"): _read_only,
+    ("POST", "/api/v1/alerts"): _create_for_b,
+    ("GET", "/api/v1/alerts/{}"): _alert_of_b,
+    ("PUT", "/api/v1/alerts/{}"): _alert_of_b,
+    ("DELETE", "/api/v1/alerts/{}"): _alert_of_b,
+    ("POST", "/api/v1/alerts/{}/enable"): _alert_of_b,
+    ("POST", "/api/v1/alerts/{}/disable"): _alert_of_b,
+    ("POST", "/api/v1/admin/tenants"): _admin_only,
+    ("GET", "/api/v1/admin/tenants"): _admin_only,
+    ("GET", "/api/v1/admin/tenants/{}"): _admin_only,
+    ("PUT", "/api/v1/admin/tenants/{}/limits"): _admin_only,
+    ("POST", "/api/v1/admin/keys"): _admin_only,
+    ("GET", "/api/v1/admin/keys"): _admin_only,
+    ("POST", "/api/v1/admin/keys/{}/revoke"): _admin_only,
+    ("GET", "/api/v1/admin/audit"): _admin_only,
+}
+
+
+def test_every_route_is_in_the_isolation_matrix(api_client) -> None:
+    missing = [
+        (e.method, e.template)
+        for e in endpoints(api_client.app)
+        if needs_caller(e) and (e.method, e.template) not in MATRIX
+    ]
+    assert not missing, f"add these routes to MATRIX in {__file__}: {missing}"
+
+
+async def test_tenant_a_never_reads_or_changes_tenant_b_through_any_route(world) -> None:
+    before = world.b_snapshot()
+    probed = []
+    for endpoint in endpoints(world.client.app):
+        if not needs_caller(endpoint):
+            continue
+        naming_b = await world.client.request(
+            endpoint.method, endpoint.url_all(str(world.b)), json={}, headers=world.headers(world.b)
+        )
+        assert naming_b.status_code == 403, (endpoint, naming_b.text)
+        await MATRIX[(endpoint.method, endpoint.template)](world, endpoint)
+        probed.append(endpoint.template)
+    assert world.b_snapshot() == before
+    assert "/api/v1/logs/{}" in probed
+
+
+# -- The second wall: row-level security under the reader role. ------------------------
+
+
+@pytest.fixture
+async def pool(settings):
+    pool = make_pool(settings, name="rls-test", min_size=0, max_size=1)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def two_tenants(db) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """Rows of A and B in every tenant table, written as the owner (as writers do);
+    returns A, B and the id of one of B's entries."""
+    a, b, b_entry = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    for tenant, entry_id in ((a, uuid.uuid4()), (b, b_entry)):
+        db.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant, str(tenant)))
+        db.execute(
+            """INSERT INTO log_entries (id, tenant_id, "timestamp", level, service_name, message,
+                                        trace_id)
+               VALUES (%s, %s, %s, 2, 'svc', 'hello', 'trace-1')""",
+            (entry_id, tenant, now),
+        )
+        db.execute(
+            """INSERT INTO log_counts (tenant_id, minute, service_name, level, count, bytes)
+               VALUES (%s, date_trunc('minute', now()), 'svc', 2, 1, 10)""",
+            (tenant,),
+        )
+        _seed_policy_and_alert(db, tenant)
+    return a, b, b_entry
+
+
+# Tables whose tenant column is not `tenant_id`.
+_TENANT_COLUMN = {"tenants": "id"}
+
+
+def _reader_tables(db: psycopg.Connection) -> list[str]:
+    """Every table or view the reader role may read."""
+    rows = db.execute(
+        """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')
+              AND has_table_privilege(%s, c.oid, 'SELECT')""",
+        (READER_ROLE,),
+    )
+    return sorted(r[0] for r in rows)
+
+
+async def test_a_query_without_tenant_predicate_sees_only_its_tenant(db, pool, two_tenants):
+    a, _, _ = two_tenants
+    tables = _reader_tables(db)
+    assert {"log_entries", "log_counts", "log_retention_policies", "log_alerts"} <= set(tables)
+    async with tenant_scope(pool, a) as conn:
+        for table in tables:
+            column = _TENANT_COLUMN.get(table, "tenant_id")
+            cur = await conn.execute(
+                psycopg.sql.SQL("SELECT DISTINCT {} FROM {}").format(
+                    psycopg.sql.Identifier(column), psycopg.sql.Identifier(table)
+                )
+            )
+            seen = {row[0] for row in await cur.fetchall()}
+            assert seen <= {a}, (table, seen)
+    seeded = db.execute("SELECT count(DISTINCT tenant_id) FROM log_entries").fetchone()
+    assert seeded == (2,)
+
+
+async def test_the_repository_called_with_the_wrong_tenant_gets_nothing(pool, two_tenants):
+    a, b, b_entry = two_tenants
+    async with tenant_scope(pool, a) as conn:
+        assert await get_entry(conn, b, b_entry) is None
+        cur = await conn.execute("SELECT count(*) FROM log_entries WHERE tenant_id = %s", (b,))
+        assert await cur.fetchone() == (0,)
+        cur = await conn.execute("SELECT count(*) FROM log_entries WHERE trace_id = 'trace-1'")
+        assert await cur.fetchone() == (1,)
+    async with tenant_scope(pool, b) as conn:
+        assert await get_entry(conn, b, b_entry) is not None
+
+
+async def test_writes_reach_only_the_scoped_tenant(db, pool, two_tenants):
+    a, b, _ = two_tenants
+    async with tenant_scope(pool, a) as conn:
+        cur = await conn.execute("UPDATE log_alerts SET name = 'renamed'")
+        assert cur.rowcount == 1
+        cur = await conn.execute("DELETE FROM log_retention_policies")
+        assert cur.rowcount == 1
+    with pytest.raises(errors.InsufficientPrivilege):
+        async with tenant_scope(pool, a) as conn:
+            await conn.execute(
+                """INSERT INTO log_alerts (id, tenant_id, name, threshold, window_mins)
+                   VALUES (%s, %s, 'planted', 1, 1)""",
+                (uuid.uuid4(), b),
+            )
+    with pytest.raises(errors.InsufficientPrivilege):
+        async with tenant_scope(pool, a) as conn:
+            await conn.execute("UPDATE log_alerts SET tenant_id = %s", (b,))
+    assert db.execute("SELECT name FROM log_alerts WHERE tenant_id = %s", (b,)).fetchall() == [
+        (f"alert-{b}",)
+    ]
+    assert db.execute(
+        "SELECT count(*) FROM log_retention_policies WHERE tenant_id = %s", (b,)
+    ).fetchone() == (1,)
+
+
+@pytest.mark.parametrize("table", ["api_keys", "admin_audit", "ingest_inbox", "log_settings"])
+async def test_tables_outside_the_wall_cannot_be_read_in_tenant_scope(pool, table) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        async with tenant_scope(pool, uuid.uuid4()) as conn:
+            await conn.execute(
+                psycopg.sql.SQL("SELECT 1 FROM {}").format(psycopg.sql.Identifier(table))
+            )
+
+
+async def test_partitions_cannot_be_read_directly_even_when_created_later(db, pool) -> None:
+    later = datetime.now(UTC) + timedelta(days=400)
+    (partition,) = db.execute("SELECT ensure_log_partition(%s)", (later,)).fetchone()
+    partitions = [
+        r[0]
+        for r in db.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = 'log_entries'::regclass"
+        )
+    ]
+    assert partition in partitions and len(partitions) >= 2
+    for name in partitions:
+        with pytest.raises(errors.InsufficientPrivilege):
+            async with tenant_scope(pool, uuid.uuid4()) as conn:
+                await conn.execute(
+                    psycopg.sql.SQL("SELECT 1 FROM {}").format(psycopg.sql.Identifier(name))
+                )
+
+
+async def test_without_a_tenant_the_reader_role_sees_no_row(pool, two_tenants) -> None:
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            psycopg.sql.SQL("SET LOCAL ROLE {}").format(psycopg.sql.Identifier(READER_ROLE))
+        )
+        cur = await conn.execute("SELECT count(*) FROM log_entries")
+        assert await cur.fetchone() == (0,)
+
+
+async def test_a_pooled_connection_goes_back_as_owner_without_tenant(settings, pool, two_tenants):
+    a, _, _ = two_tenants
+    async with tenant_scope(pool, a) as conn:
+        cur = await conn.execute("SELECT current_user")
+        assert await cur.fetchone() == (READER_ROLE,)
+    with pytest.raises(RuntimeError):
+        async with tenant_scope(pool, a):
+            raise RuntimeError("a failed query")
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT current_user, coalesce(current_setting('app.tenant_id', true), '')"
+        )
+        assert await cur.fetchone() == (settings.postgres_user, "")
+        cur = await conn.execute("SELECT count(DISTINCT tenant_id) FROM log_entries")
+        assert await cur.fetchone() == (2,)
+
+
+def test_every_table_the_reader_role_reads_is_behind_the_wall(db) -> None:
+    """A new table holding tenant data needs `SELECT enable_tenant_rls('t')` (a view: a
+    filter on app.tenant_id) in its migration, or no grant to the reader role at all."""
+    unguarded = []
+    for table in _reader_tables(db):
+        kind, rls, definition = db.execute(
+            """SELECT relkind, relrowsecurity,
+                      CASE WHEN relkind = 'v' THEN pg_get_viewdef(oid) END
+                 FROM pg_class WHERE oid = %s::regclass""",
+            (table,),
+        ).fetchone()
+        if kind == "v":
+            if "app.tenant_id" not in definition and "app_tenant_id()" not in definition:
+                unguarded.append(table)
+        elif not rls:
+            unguarded.append(table)
+    assert not unguarded

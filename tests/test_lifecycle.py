@@ -1,0 +1,251 @@
+"""Starting and stopping: migrations, partitions ahead, settings that stop a process at
+start, and the one run command (`python -m services`, what `make run` runs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+from psycopg import sql
+
+from services.gateway.app import create_app
+from services.writer.__main__ import configure_connection
+from services.writer.consumer import StreamConsumer
+from services.writer.loop import Writer
+from shared.db import make_pool
+from shared.migrate import migrate, migration_files
+from shared.redis_conn import make_redis
+from shared.settings import Settings
+from shared.streams import StreamKeys
+from tests.conftest import drop_database, drop_keys, tenant_headers
+from tests.polling import wait_until
+from tests.processes import REPO, Service, free_port, service_env
+
+SEED_CURL_BODY = {"service_name": "my-service", "level": "INFO", "message": "Hello World"}
+
+_SCHEMA_SQL = """
+SELECT 'relation', c.relname, c.relkind::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'
+UNION ALL
+SELECT 'column', table_name || '.' || column_name,
+       data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+  FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL
+SELECT 'index', indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || '.' || conname, pg_get_constraintdef(c.oid)
+  FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'public'
+UNION ALL
+SELECT 'function', p.proname, md5(pg_get_functiondef(p.oid))
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p')
+UNION ALL
+SELECT 'migration', version::text, name || ' ' || checksum || ' ' || applied_at::text
+  FROM schema_migrations
+UNION ALL
+SELECT 'setting', key, value FROM log_settings
+ORDER BY 1, 2, 3
+"""
+
+
+@pytest.fixture
+def empty_database(base_settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at a database with nothing in it yet (no template)."""
+    name = f"mlog_e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base_settings.postgres_conninfo(dbname="postgres"), autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield replace(base_settings, postgres_db=name)
+    finally:
+        drop_database(base_settings, name)
+
+
+def _schema(settings: Settings) -> list[tuple[str, str, str]]:
+    with psycopg.connect(settings.postgres_conninfo()) as conn:
+        return [(r[0], r[1], r[2]) for r in conn.execute(_SCHEMA_SQL)]
+
+
+def _partitions(settings: Settings) -> set[str]:
+    with psycopg.connect(settings.postgres_conninfo()) as conn:
+        return {
+            r[0]
+            for r in conn.execute(
+                "SELECT inhrelid::regclass::text FROM pg_inherits "
+                "WHERE inhparent = 'log_entries'::regclass"
+            )
+        }
+
+
+def test_migrations_apply_once_and_a_second_run_changes_nothing(empty_database) -> None:
+    every_version = [v for v, _ in migration_files()]
+    results: list[list[int]] = []
+
+    def run() -> None:
+        results.append(migrate(empty_database))
+
+    # Two processes starting together: they serialise on the advisory lock.
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results[0] + results[1]) == every_version
+    before = _schema(empty_database)
+
+    assert migrate(empty_database) == []
+    assert _schema(empty_database) == before
+    recorded = [row[1] for row in before if row[0] == "migration"]
+    assert sorted(int(v) for v in recorded) == every_version
+
+
+def test_daily_partitions_exist_from_today_through_partitions_ahead(empty_database) -> None:
+    settings = replace(empty_database, partitions_ahead=3)
+    migrate(settings)
+    today = datetime.now(UTC).date()
+    expected = {f"log_entries_p{today + timedelta(days=i):%Y%m%d}" for i in range(4)}
+    assert expected <= _partitions(settings)
+
+
+def _month_start(year: int, month: int, ahead: int = 0) -> datetime:
+    index = year * 12 + month - 1 + ahead
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+async def test_monthly_partitions_are_made_ahead_and_on_demand(empty_database) -> None:
+    settings = replace(
+        empty_database,
+        partition_interval="month",
+        partitions_ahead=3,
+        ingest_max_age_days=60,
+        auth_mode="trusted_header",
+        redis_key_prefix=f"test-{uuid.uuid4().hex[:12]}",
+    )
+    migrate(settings)
+    now = datetime.now(UTC)
+    ahead = {f"log_entries_p{_month_start(now.year, now.month, i):%Y%m}" for i in range(4)}
+    assert ahead <= _partitions(settings)
+
+    last_month_end = _month_start(now.year, now.month) - timedelta(hours=1)
+    body = {**SEED_CURL_BODY, "timestamp": last_month_end.isoformat()}
+    pool = make_pool(settings, name="t", min_size=0, max_size=2, configure=configure_connection)
+    await pool.open()
+    redis = make_redis(settings, blocking=True)
+    try:
+        async with AsyncTestClient(app=create_app(settings)) as client:
+            response = await client.post("/api/v1/logs", json=body, headers=tenant_headers())
+        assert response.status_code == 202, response.text
+        consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), "t", 60_000)
+        await consumer.ensure_groups()
+        await Writer(settings, pool, consumer, partition_unit="month").drain()
+    finally:
+        await redis.aclose()
+        await pool.close()
+        drop_keys(settings)
+    with psycopg.connect(settings.postgres_conninfo()) as conn:
+        rows = conn.execute("SELECT tableoid::regclass::text FROM log_entries").fetchall()
+        interval = conn.execute(
+            "SELECT value FROM log_settings WHERE key = 'partition_interval'"
+        ).fetchone()
+    assert rows == [(f"log_entries_p{last_month_end:%Y%m}",)]
+    assert interval == ("month",)
+
+
+@pytest.mark.parametrize(
+    ("module", "variable", "value"),
+    [
+        ("services.gateway", "SERVER_PORT", "abc"),
+        ("services.gateway", "STREAM_SHARDS", "0"),
+        ("services.writer", "WRITER_BATCH_ROWS", "-5"),
+        ("services", "PARTITION_INTERVAL", "week"),
+    ],
+)
+def test_invalid_setting_stops_the_process_naming_the_variable(
+    base_settings, module, variable, value
+) -> None:
+    env = {**service_env(base_settings), variable: value}
+    done = subprocess.run(
+        [sys.executable, "-m", module], env=env, cwd=REPO, capture_output=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert variable in done.stderr.decode(), done.stderr.decode()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # Fields after the command (which may hold spaces) are after the last ')'.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _still_there(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+async def test_run_command_serves_stores_and_stops_on_ctrl_c(base_settings, tmp_path) -> None:
+    """`python -m services` with the caller's SERVER_PORT, a database that does not exist
+    yet and its own key prefix: it creates the database, serves, stores the seed's curl
+    example, and Ctrl-C (SIGINT to the process group) stops every process with code 0."""
+    suffix = uuid.uuid4().hex[:12]
+    port = free_port()
+    config = replace(
+        base_settings,
+        postgres_db=f"mlog_run_{suffix}",
+        redis_key_prefix=f"test-run-{suffix}",
+        server_port=port,
+        auth_mode="trusted_header",
+    )
+    try:
+        with Service("services", service_env(config), tmp_path) as supervisor:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+                async def ready() -> bool:
+                    assert supervisor.running(), supervisor.output()
+                    try:
+                        return (await http.get("/ready")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await wait_until(ready, within=60, what="the gateway to be ready")
+                response = await http.post(
+                    "/api/v1/logs", json=SEED_CURL_BODY, headers=tenant_headers()
+                )
+                assert response.status_code == 202, response.text
+                entry_id = uuid.UUID(response.json()["id"])
+
+            with psycopg.connect(config.postgres_conninfo(), autocommit=True) as db:
+                await wait_until(
+                    lambda: db.execute(
+                        "SELECT message FROM log_entries WHERE id = %s", (entry_id,)
+                    ).fetchone(),
+                    within=30,
+                    what="the entry to be stored",
+                )
+            children = _children(supervisor.pid)
+            assert len(children) == 4, supervisor.output()  # gateway, writer, evaluator, janitor
+
+            os.killpg(supervisor.pid, signal.SIGINT)  # to the group: what Ctrl-C does
+            assert supervisor.wait(30) == 0, supervisor.output()
+            assert f"listening on http://127.0.0.1:{port}" in supervisor.output()
+            assert _still_there(children) == []
+    finally:
+        drop_database(base_settings, config.postgres_db)
+        drop_keys(config)

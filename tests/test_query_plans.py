@@ -1,0 +1,224 @@
+"""The main query shapes use an index and read only the partitions of their window.
+
+Realistic rows (10 tenants, 3 days) are loaded and ANALYZEd, the trigram index is built
+on the closed days as the janitor does, and each statement shared/logstore.py sends is
+EXPLAINed inside `tenant_scope` (role log_reader, as the gateway runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from shared.db import make_pool, tenant_scope
+from shared.filters import LogFilter, compile_filter
+from shared.ids import uuid7
+from shared.logstore import Statement, count_statement, entries_statement, entry_statement
+from shared.model import Level
+from shared.search_index import build_search_index
+from shared.settings import Settings
+from tests.conftest import clone_database, drop_database
+from tests.datagen import load_gen_logs
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+ROWS = 40_000
+DAYS = 3
+
+
+@dataclass(frozen=True)
+class Loaded:
+    tenant: uuid.UUID
+    sample: tuple[uuid.UUID, str, str, str]
+    pool: AsyncConnectionPool
+    filled: frozenset[str]
+
+
+def load(db: psycopg.Connection) -> uuid.UUID:
+    """Realistic rows by COPY (as the writer does); returns the busiest tenant."""
+    for day in range(DAYS + 1):
+        db.execute("SELECT ensure_log_partition(%s)", (NOW - timedelta(days=day),))
+    tenants: Counter[str] = Counter()
+    columns = (
+        'id, tenant_id, "timestamp", level, service_name, message, trace_id, span_id, user_id, '
+        "request_id, metadata, source, host, environment"
+    )
+    with db.cursor() as cur, cur.copy(f"COPY log_entries ({columns}) FROM STDIN") as copy:
+        for e in load_gen_logs().generate(ROWS, seed=11, days=DAYS, tenants=10, end=NOW):
+            ts = datetime.fromisoformat(e["timestamp"])
+            tenants[e["tenant_id"]] += 1
+            copy.write_row(
+                (
+                    uuid7(int(ts.timestamp() * 1e9)), e["tenant_id"], ts,
+                    int(Level[e["level"]]), e["service_name"], e["message"], e["trace_id"],
+                    e["span_id"], e["user_id"], e["request_id"], json.dumps(e["metadata"]),
+                    e["source"], e["host"], e["environment"],
+                )
+            )  # fmt: skip
+    db.execute("VACUUM ANALYZE log_entries")
+    while build_search_index(db):
+        pass
+    db.execute("ANALYZE log_entries")
+    return uuid.UUID(tenants.most_common(1)[0][0])
+
+
+@dataclass(frozen=True)
+class Database:
+    settings: Settings
+    tenant: uuid.UUID
+    sample: tuple[uuid.UUID, str, str, str]  # id, trace_id, request_id, user_id
+    filled: frozenset[str]  # partitions holding rows
+
+
+@pytest.fixture(scope="module")
+def database(base_settings: Settings) -> Iterator[Database]:
+    """One loaded database for the module: loading is the slow part, EXPLAIN is not."""
+    name = f"mlog_plans_{uuid.uuid4().hex[:12]}"
+    clone_database(base_settings, name)
+    settings = replace(base_settings, postgres_db=name)
+    try:
+        with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as db:
+            tenant = load(db)
+            row = db.execute(
+                "SELECT id, trace_id, request_id, user_id FROM log_entries WHERE tenant_id = %s "
+                "ORDER BY id LIMIT 1",
+                (tenant,),
+            ).fetchone()
+            assert row is not None
+            filled = {
+                str(r[0]) for r in db.execute("SELECT DISTINCT tableoid::regclass FROM log_entries")
+            }
+        yield Database(settings, tenant, (row[0], row[1], row[2], row[3]), frozenset(filled))
+    finally:
+        drop_database(base_settings, name)
+
+
+@pytest.fixture
+async def loaded(database: Database) -> AsyncIterator[Loaded]:
+    pool = make_pool(database.settings, name="plans", min_size=0, max_size=1)
+    await pool.open()
+    try:
+        yield Loaded(database.tenant, database.sample, pool, database.filled)
+    finally:
+        await pool.close()
+
+
+async def explain(loaded: Loaded, statement: Statement) -> str:
+    async with tenant_scope(loaded.pool, loaded.tenant) as conn:
+        cur = await conn.execute(
+            b"EXPLAIN " + statement.query.as_bytes(conn), statement.params, prepare=False
+        )
+        return "\n".join(row[0] for row in await cur.fetchall())
+
+
+def partitions(plan: str) -> set[str]:
+    return set(re.findall(r"\bon (log_entries_p\d+)", plan))
+
+
+def days_of(start: datetime, end: datetime | None = None) -> set[str]:
+    """The daily partitions a window [start, end) touches. Without an end, the window
+    is open: it reaches the (empty) partitions made ahead of today too."""
+    end = end or NOW + timedelta(days=5)
+    names = set()
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < end:
+        names.add(f"log_entries_p{day:%Y%m%d}")
+        day += timedelta(days=1)
+    return names
+
+
+def assert_indexed(loaded: Loaded, plan: str, index: str) -> None:
+    """`index` is read, and no partition holding rows is read whole (empty partitions
+    ahead of today cost nothing to scan and are left to the planner)."""
+    used = rf"(Index (Only )?Scan( Backward)? using|Bitmap Index Scan on) \S*{index}"
+    assert re.search(used, plan), plan
+    scanned = set(re.findall(r"Seq Scan on (log_entries_p\d+)", plan))
+    assert not scanned & loaded.filled, plan
+
+
+def window(hours: float) -> LogFilter:
+    return LogFilter(start_time=f"now-{int(hours * 60)}m")
+
+
+async def test_latest_page_walks_the_tenant_time_index_of_the_last_day(loaded: Loaded) -> None:
+    f = compile_filter(window(24), NOW)
+    plan = await explain(loaded, entries_statement(loaded.tenant, f, sort="desc", limit=101))
+    assert_indexed(loaded, plan, "tenant_id_timestamp")
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=24))
+    assert f"log_entries_p{NOW - timedelta(days=2):%Y%m%d}" not in plan
+
+
+async def test_deep_cursor_page_starts_at_its_key_in_the_index(loaded: Loaded) -> None:
+    f = compile_filter(window(24), NOW)
+    key = (NOW - timedelta(hours=20), uuid.UUID(int=0))
+    plan = await explain(
+        loaded, entries_statement(loaded.tenant, f, sort="desc", after=key, limit=101)
+    )
+    assert_indexed(loaded, plan, "tenant_id_timestamp")
+    assert re.search(r"Index Cond: .*\"timestamp\" <= ", plan), plan
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=24), NOW - timedelta(hours=20))
+
+
+async def test_service_and_min_level_in_an_hour_use_the_service_index(loaded: Loaded) -> None:
+    f = compile_filter(
+        LogFilter(service_name="payment", min_level="WARN", start_time="now-1h"), NOW
+    )
+    plan = await explain(loaded, entries_statement(loaded.tenant, f, sort="desc", limit=101))
+    assert_indexed(loaded, plan, "tenant_id_service_name_timestamp")
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=1))
+
+
+@pytest.mark.parametrize("field", ["trace_id", "request_id"])
+async def test_trace_and_request_lookups_use_their_index(loaded: Loaded, field: str) -> None:
+    value = loaded.sample[1] if field == "trace_id" else loaded.sample[2]
+    f = compile_filter(LogFilter(**{field: value}), NOW)
+    plan = await explain(loaded, entries_statement(loaded.tenant, f, sort="asc", limit=1001))
+    assert_indexed(loaded, plan, field)
+    bounded = compile_filter(LogFilter(**{field: value}, start_time="now-1h"), NOW)
+    plan = await explain(loaded, entries_statement(loaded.tenant, bounded, sort="asc", limit=1001))
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=1))
+
+
+async def test_id_and_user_lookups_use_their_index(loaded: Loaded) -> None:
+    plan = await explain(loaded, entry_statement(loaded.tenant, loaded.sample[0]))
+    assert_indexed(loaded, plan, "log_entries_p\\d+_id_idx")
+    f = compile_filter(LogFilter(user_id=loaded.sample[3], start_time="now-24h"), NOW)
+    plan = await explain(loaded, entries_statement(loaded.tenant, f, sort="desc", limit=101))
+    assert_indexed(loaded, plan, "user_id")
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=24))
+
+
+async def test_word_search_of_the_last_day_reads_closed_days_by_index(loaded: Loaded) -> None:
+    """Yesterday (closed, trigram-indexed) is read through an index; today's partition
+    has no trigram index by design, and at this test's size the planner may scan it."""
+    f = compile_filter(LogFilter(search="timeout", start_time="now-24h"), NOW)
+    plan = await explain(loaded, entries_statement(loaded.tenant, f, sort="desc", limit=101))
+    yesterday = f"log_entries_p{NOW - timedelta(days=1):%Y%m%d}"
+    assert f"Seq Scan on {yesterday}" not in plan, plan
+    assert re.search(rf"Index Scan on {yesterday}_|using {yesterday}_", plan), plan
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=24))
+
+
+async def test_search_of_a_closed_day_uses_the_trigram_index_through_the_tenant_view(
+    loaded: Loaded,
+) -> None:
+    yesterday = (NOW - timedelta(days=1)).replace(hour=0, minute=0, second=0)
+    f = compile_filter(
+        LogFilter(
+            search='"checksum mismatch"',
+            start_time=yesterday.isoformat(),
+            end_time=(yesterday + timedelta(days=1)).isoformat(),
+        ),
+        NOW,
+    )
+    plan = await explain(loaded, count_statement(loaded.tenant, f, 10_001))
+    assert_indexed(loaded, plan, "message_trgm")
+    assert partitions(plan) == {f"log_entries_p{yesterday:%Y%m%d}"}
