@@ -262,8 +262,7 @@ async def test_a_10_mb_message_is_refused_and_the_process_stays_healthy(
 async def test_negative_and_huge_page_sizes_are_never_a_server_error(
     api_client, key, admin_key
 ) -> None:
-    """Negative or non-numeric: 400. Huge: 400, or capped where the API documents it
-    (page_size of the log lists); never a 5xx."""
+    """Negative, non-numeric or huge: a 4xx problem, never a 5xx."""
     document = (await api_client.get("/schema/openapi.json")).json()
     paging = {"page", "page_size", "limit", "offset", "before_id"}
     tried = 0
@@ -280,11 +279,11 @@ async def test_negative_and_huge_page_sizes_are_never_a_server_error(
                 response = await api_client.get(path, params={name: value}, headers=headers)
                 assert_clean_refusal(response, 400, 422)
                 tried += 1
+            if name == "before_id":
+                continue  # a bound ("ids below this"), not a size: any large value is valid
             for value in ("99999999999999999999999", str(2**63), str(2**31), "1e9"):
                 response = await api_client.get(path, params={name: value}, headers=headers)
-                assert response.status_code < 500, (path, name, value, response.text[:300])
-                if response.status_code >= 400:
-                    assert_clean_refusal(response, 400, 422)
+                assert_clean_refusal(response, 400, 422)
                 tried += 1
     assert tried >= 20
 

@@ -30,8 +30,8 @@ from services.gateway.query_params import (
     MAX_PAGE_SIZE,
     PageRequest,
     QueryBody,
-    filter_from_params,
     page_size,
+    provide_filter,
 )
 from shared.cache import QueryCache, filter_key, range_is_closed
 from shared.errors import BadRequest, NotFound
@@ -98,11 +98,6 @@ _QUERY_EXAMPLE = Example(
     },
 )
 
-_Texts = Annotated[
-    list[str] | None,
-    Parameter(description="Repeat the parameter or separate values by commas (OR)."),
-]
-_Text = Annotated[str | None, Parameter(max_length=256)]
 _Time = Annotated[
     str | None,
     Parameter(description="RFC 3339 with a zone (2024-01-15T00:00:00Z) or relative (now-1h)."),
@@ -110,7 +105,7 @@ _Time = Annotated[
 _Page = Annotated[int, Parameter(ge=1, description="Page number (offset paging).")]
 _PageSize = Annotated[
     int | None,
-    Parameter(ge=1, description=f"Entries per page; at most {MAX_PAGE_SIZE} (larger is capped)."),
+    Parameter(ge=1, description=f"Entries per page, 1 to {MAX_PAGE_SIZE}."),
 ]
 _Cursor = Annotated[
     str | None,
@@ -165,7 +160,12 @@ class QueryController(Controller):
         caller.require("query")
         raw = _lookup_filter("trace_id", trace_id, start_time, end_time)
         page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
-        return await _page(request, caller, raw, page_request, default_window=None)
+        return _found(
+            await _page(request, caller, raw, page_request, default_window=None),
+            "trace_id",
+            trace_id,
+            page_request,
+        )
 
     @get("/request/{request_id:str}", summary="Every entry of a request, oldest first")
     async def by_request(
@@ -183,7 +183,12 @@ class QueryController(Controller):
         caller.require("query")
         raw = _lookup_filter("request_id", request_id, start_time, end_time)
         page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
-        return await _page(request, caller, raw, page_request, default_window=None)
+        return _found(
+            await _page(request, caller, raw, page_request, default_window=None),
+            "request_id",
+            request_id,
+            page_request,
+        )
 
     @get("/{entry_id:uuid}", summary="One log entry by id")
     async def get_one(
@@ -205,7 +210,7 @@ class QueryController(Controller):
     "/api/v1/logs",
     summary="List log entries",
     tags=["query"],
-    dependencies={"caller": Provide(provide_caller)},
+    dependencies={"caller": Provide(provide_caller), "log_filter": Provide(provide_filter)},
     description="Every filter of POST /api/v1/logs/query as a query parameter; metadata "
     "equality filters as metadata.<key>=<value> (true/false and numbers are typed, "
     'quote a value to match it as a string: metadata.code="500"). Without start_time, '
@@ -215,28 +220,7 @@ class QueryController(Controller):
 async def list_logs(
     request: Request[Any, Any, Any],
     caller: NamedDependency[Caller],
-    service_name: _Texts = None,
-    services: _Texts = None,
-    level: _Texts = None,
-    levels: _Texts = None,
-    min_level: _Text = None,
-    start_time: _Time = None,
-    end_time: _Time = None,
-    trace_id: _Text = None,
-    span_id: _Text = None,
-    user_id: _Text = None,
-    request_id: _Text = None,
-    search: Annotated[
-        str | None,
-        Parameter(
-            max_length=512,
-            description='Words and "quoted phrases", each a substring of the message '
-            "(ASCII case ignored).",
-        ),
-    ] = None,
-    environment: _Text = None,
-    host: _Text = None,
-    source: _Text = None,
+    log_filter: NamedDependency[LogFilter],
     page: _Page = 1,
     page_size: _PageSize = None,
     cursor: _Cursor = None,
@@ -246,24 +230,7 @@ async def list_logs(
     # controllers on one path, and POST /api/v1/logs is IngestController's. app.py
     # registers it after IngestController.
     caller.require("query")
-    declared = {
-        "service_name": service_name,
-        "services": services,
-        "level": level,
-        "levels": levels,
-        "min_level": min_level,
-        "start_time": start_time,
-        "end_time": end_time,
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "user_id": user_id,
-        "request_id": request_id,
-        "search": search,
-        "environment": environment,
-        "host": host,
-        "source": source,
-    }
-    raw = filter_from_params(request.query_params, declared)
+    raw = log_filter
     page_request = _page_request(page, page_size, cursor, sort, DEFAULT_PAGE_SIZE)
     return await _cached_page(request, caller, raw, page_request, kind="list")
 
@@ -272,6 +239,14 @@ def _page_request(
     page: int, size: int | None, cursor: str | None, sort: Sort, default_size: int
 ) -> PageRequest:
     return PageRequest(page=page, page_size=page_size(size, default_size), cursor=cursor, sort=sort)
+
+
+def _found(page: LogPage, field: str, value: str, page_request: PageRequest) -> LogPage:
+    """A trace or request with no entry for this tenant is 404, as an unknown id is:
+    the answer is the same whether it never existed or belongs to another tenant."""
+    if not page.entries and page_request.cursor is None and page_request.page == 1:
+        raise NotFound(f"no log entries with {field} {value!r} for this tenant")
+    return page
 
 
 def _lookup_filter(field: str, value: str, start: str | None, end: str | None) -> LogFilter:

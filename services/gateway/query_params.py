@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
+from litestar import Request
 from litestar.datastructures import MultiDict
+from litestar.params import Parameter
 
-from shared.errors import BadRequest, FieldError, Forbidden
+from shared.errors import BadRequest, FieldError, Forbidden, ValidationFailed
 from shared.filters import LogFilter, MetadataValue
 from shared.logstore import Sort
 
@@ -53,8 +55,16 @@ class PageRequest:
 
 
 def page_size(requested: int | None, default: int = DEFAULT_PAGE_SIZE) -> int:
-    """The page size used: the default when absent, at most MAX_PAGE_SIZE."""
-    return default if requested is None else min(requested, MAX_PAGE_SIZE)
+    """The page size used: the default when absent; more than MAX_PAGE_SIZE is refused
+    (a silently smaller page would look like the end of the results)."""
+    if requested is None:
+        return default
+    if requested > MAX_PAGE_SIZE:
+        raise ValidationFailed(
+            f"page_size {requested} is over the limit of {MAX_PAGE_SIZE}",
+            errors=[FieldError("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")],
+        )
+    return requested
 
 
 class QueryBody(LogFilter, kw_only=True, forbid_unknown_fields=True):
@@ -143,3 +153,63 @@ def _metadata_value(text: str) -> MetadataValue:
         if isinstance(decoded, str):
             return decoded
     return text
+
+
+FilterTexts = Annotated[
+    list[str] | None,
+    Parameter(description="Repeat the parameter or separate values by commas (OR)."),
+]
+FilterText = Annotated[str | None, Parameter(max_length=256)]
+FilterTime = Annotated[
+    str | None,
+    Parameter(description="RFC 3339 with a zone (2024-01-15T00:00:00Z) or relative (now-1h)."),
+]
+
+
+async def provide_filter(
+    request: Request[Any, Any, Any],
+    service_name: FilterTexts = None,
+    services: FilterTexts = None,
+    level: FilterTexts = None,
+    levels: FilterTexts = None,
+    min_level: FilterText = None,
+    start_time: FilterTime = None,
+    end_time: FilterTime = None,
+    trace_id: FilterText = None,
+    span_id: FilterText = None,
+    user_id: FilterText = None,
+    request_id: FilterText = None,
+    search: Annotated[
+        str | None,
+        Parameter(
+            max_length=512,
+            description='Words and "quoted phrases", each a substring of the message '
+            "(ASCII case ignored).",
+        ),
+    ] = None,
+    environment: FilterText = None,
+    host: FilterText = None,
+    source: FilterText = None,
+) -> LogFilter:
+    """The filter of a GET endpoint (list, stats, services, stream), as a dependency so
+    its parameters are declared (and documented in OpenAPI) once. Parameters the handler
+    itself declares (page, cursor, since, ...) are not refused as unknown."""
+    declared = {
+        "service_name": service_name,
+        "services": services,
+        "level": level,
+        "levels": levels,
+        "min_level": min_level,
+        "start_time": start_time,
+        "end_time": end_time,
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "user_id": user_id,
+        "request_id": request_id,
+        "search": search,
+        "environment": environment,
+        "host": host,
+        "source": source,
+    }
+    own = request.route_handler.parsed_fn_signature.parameters.keys()
+    return filter_from_params(request.query_params, declared, extra_allowed=own)

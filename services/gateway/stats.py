@@ -31,7 +31,7 @@ from psycopg import AsyncConnection
 
 from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
 from services.gateway.query_guard import QueryGuard
-from services.gateway.query_params import filter_from_params
+from services.gateway.query_params import provide_filter
 from shared import rollups
 from shared.cache import QueryCache, filter_key, range_is_closed
 from shared.errors import FieldError, Forbidden, ValidationFailed
@@ -160,56 +160,6 @@ class AggregateBody(LogFilter, kw_only=True, forbid_unknown_fields=True):
         if self.tenant_id is not None and self.tenant_id != caller_tenant:
             raise Forbidden("tenant_id in the body is not the caller's tenant (omit it)")
         return LogFilter(**{name: getattr(self, name) for name in LogFilter.__struct_fields__})
-
-
-_Texts = Annotated[
-    list[str] | None,
-    Parameter(description="Repeat the parameter or separate values by commas (OR)."),
-]
-_Text = Annotated[str | None, Parameter(max_length=256)]
-_Time = Annotated[
-    str | None,
-    Parameter(description="RFC 3339 with a zone (2024-01-15T00:00:00Z) or relative (now-1h)."),
-]
-
-
-async def provide_filter(
-    request: Request[Any, Any, Any],
-    service_name: _Texts = None,
-    services: _Texts = None,
-    level: _Texts = None,
-    levels: _Texts = None,
-    min_level: _Text = None,
-    start_time: _Time = None,
-    end_time: _Time = None,
-    trace_id: _Text = None,
-    span_id: _Text = None,
-    user_id: _Text = None,
-    request_id: _Text = None,
-    search: Annotated[str | None, Parameter(max_length=512)] = None,
-    environment: _Text = None,
-    host: _Text = None,
-    source: _Text = None,
-) -> LogFilter:
-    """The filter of a GET counting endpoint, parsed as GET /api/v1/logs parses it."""
-    declared = {
-        "service_name": service_name,
-        "services": services,
-        "level": level,
-        "levels": levels,
-        "min_level": min_level,
-        "start_time": start_time,
-        "end_time": end_time,
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "user_id": user_id,
-        "request_id": request_id,
-        "search": search,
-        "environment": environment,
-        "host": host,
-        "source": source,
-    }
-    return filter_from_params(request.query_params, declared)
 
 
 @dataclass(frozen=True, slots=True)

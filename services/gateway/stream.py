@@ -18,17 +18,14 @@ from litestar.openapi.spec import Example
 from litestar.params import HeaderParameter, QueryParameter
 
 from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
-from services.gateway.query_params import filter_from_params
+from services.gateway.query_params import provide_filter
 from services.gateway.tail_events import Position
 from services.gateway.tail_hub import TailHub
 from services.gateway.tail_response import EventStream, on_exit_signals
 from services.gateway.tail_store import TailReader
-from shared.filters import compile_filter
+from shared.filters import LogFilter, compile_filter
 from shared.redis_conn import make_redis
 from shared.settings import Settings
-
-Text = Annotated[str | None, QueryParameter(max_length=512)]
-Texts = Annotated[list[str] | None, QueryParameter(description="repeatable")]
 
 
 @asynccontextmanager
@@ -54,7 +51,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 class StreamController(Controller):
     path = "/api/v1/logs/stream"
     tags = ["live tail"]
-    dependencies = {"caller": Provide(provide_caller)}
+    dependencies = {"caller": Provide(provide_caller), "log_filter": Provide(provide_filter)}
     security = OPENAPI_SECURITY
 
     @get(
@@ -72,21 +69,7 @@ class StreamController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
-        service_name: Texts = None,
-        services: Texts = None,
-        level: Texts = None,
-        levels: Texts = None,
-        min_level: Text = None,
-        start_time: Text = None,
-        end_time: Text = None,
-        trace_id: Text = None,
-        span_id: Text = None,
-        user_id: Text = None,
-        request_id: Text = None,
-        search: Text = None,
-        environment: Text = None,
-        host: Text = None,
-        source: Text = None,
+        log_filter: NamedDependency[LogFilter],
         since: Annotated[
             str | None,
             QueryParameter(
@@ -97,26 +80,7 @@ class StreamController(Controller):
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> EventStream:
         caller.require("query")
-        declared = {
-            "service_name": service_name,
-            "services": services,
-            "level": level,
-            "levels": levels,
-            "min_level": min_level,
-            "start_time": start_time,
-            "end_time": end_time,
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "user_id": user_id,
-            "request_id": request_id,
-            "search": search,
-            "environment": environment,
-            "host": host,
-            "source": source,
-        }
-        where = compile_filter(
-            filter_from_params(request.query_params, declared, extra_allowed=("since",))
-        )
+        where = compile_filter(log_filter)
         resume = None
         if last_event_id:
             resume = Position.parse(last_event_id, "Last-Event-ID")
