@@ -35,6 +35,32 @@ def uuid7(now_ns: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def uuid7_batch(count: int) -> list[uuid.UUID]:
+    """`count` UUIDv7s, ordered, made under one lock with one read of random bytes: the
+    gateway names a whole batch at once (per-id locking and urandom cost ~4 us each)."""
+    global _last_ms, _counter
+    ms = time.time_ns() // 1_000_000
+    randomness = os.urandom(8 * count)
+    with _lock:
+        if ms > _last_ms:
+            _last_ms, _counter = ms, int.from_bytes(os.urandom(2)) & 0x3FF
+        else:
+            ms = _last_ms
+        ids = []
+        for i in range(count):
+            _counter += 1
+            if _counter > 0xFFF:
+                _last_ms = ms = ms + 1
+                _counter = 0
+            rand = int.from_bytes(randomness[8 * i : 8 * i + 8]) & _RAND_MASK
+            ids.append(uuid.UUID(int=(ms << 80) | _VERSION_BITS | (_counter << 64) | rand))
+    return ids
+
+
+_RAND_MASK = (1 << 62) - 1
+_VERSION_BITS = (0x7 << 76) | (0b10 << 62)
+
+
 def uuid7_time(value: uuid.UUID) -> datetime | None:
     """The creation time embedded in a UUIDv7, or None for other versions."""
     if value.version != 7:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from shared.errors import FieldError
-from shared.ids import uuid7
+from shared.ids import uuid7, uuid7_batch
 from shared.model import Level, LogEntryIn, LogRecord
 from shared.settings import Settings
 
@@ -101,8 +101,9 @@ def validate_decoded(
     """The fast path: entries already decoded together."""
     now = now or datetime.now(UTC)
     out = Validated()
+    new_id = iter(uuid7_batch(len(entries))).__next__
     for index, entry in enumerate(entries):
-        _check_one(out, index, entry, tenant_id, limits, now)
+        _check_one(out, index, entry, tenant_id, limits, now, new_id)
     return out
 
 
@@ -121,9 +122,10 @@ def _check_one(
     tenant_id: uuid.UUID,
     limits: Limits,
     now: datetime,
+    new_id: Callable[[], uuid.UUID] = uuid7,
 ) -> None:
     try:
-        record = to_record(entry, tenant_id, limits, now)
+        record = to_record(entry, tenant_id, limits, now, new_id)
     except EntryRejected as exc:
         out.errors.append(FieldError(field=exc.field, reason=exc.reason, index=index))
         return
@@ -131,7 +133,13 @@ def _check_one(
     out.indexes.append(index)
 
 
-def to_record(entry: LogEntryIn, tenant_id: uuid.UUID, limits: Limits, now: datetime) -> LogRecord:
+def to_record(
+    entry: LogEntryIn,
+    tenant_id: uuid.UUID,
+    limits: Limits,
+    now: datetime,
+    new_id: Callable[[], uuid.UUID] = uuid7,
+) -> LogRecord:
     try:
         level = Level.parse(entry.level)
     except ValueError as exc:
@@ -140,7 +148,11 @@ def to_record(entry: LogEntryIn, tenant_id: uuid.UUID, limits: Limits, now: date
         raise EntryRejected("tenant_id", "does not match the tenant of the request")
     if not entry.message.strip():
         raise EntryRejected("message", "must not be empty")
-    if len(entry.message.encode("utf-8", "surrogatepass")) > limits.max_message_bytes:
+    # A character is at most 4 bytes in UTF-8: most messages need no encoding to check.
+    if (
+        len(entry.message) * 4 > limits.max_message_bytes
+        and len(entry.message.encode()) > limits.max_message_bytes
+    ):
         raise EntryRejected("message", f"longer than {limits.max_message_bytes} bytes")
     for name in (
         "service_name",
@@ -174,7 +186,7 @@ def to_record(entry: LogEntryIn, tenant_id: uuid.UUID, limits: Limits, now: date
     if entry.metadata:
         metadata = _metadata_json(entry.metadata, limits)
     return LogRecord(
-        id=entry.id or uuid7(),
+        id=entry.id or new_id(),
         timestamp=timestamp.astimezone(UTC),
         level=int(level),
         service_name=entry.service_name,
@@ -191,23 +203,22 @@ def to_record(entry: LogEntryIn, tenant_id: uuid.UUID, limits: Limits, now: date
 
 
 def _check_text(name: str, value: str | None) -> None:
-    """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold lone surrogates (which
-    JSON's \\ud800 escapes can smuggle in): refuse both here, not in the writer."""
-    if value is None:
-        return
-    if "\x00" in value:
+    """PostgreSQL text and jsonb cannot hold NUL: refuse it here, not in the writer.
+    (Unpaired surrogates never get this far: msgspec refuses them while decoding.)"""
+    if value is not None and "\x00" in value:
         raise EntryRejected(name, "must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EntryRejected(name, "is not valid Unicode (unpaired surrogate)") from None
 
 
 def _metadata_json(metadata: dict[str, Any], limits: Limits) -> bytes:
     if len(metadata) > limits.max_metadata_keys:
         raise EntryRejected("metadata", f"more than {limits.max_metadata_keys} keys")
-    _check_json_value(metadata, 1, limits.max_metadata_depth, "metadata")
     encoded = _json_encoder.encode(metadata)
+    # Fast path: fewer brackets than the depth limit cannot nest too deep, and NUL is
+    # always escaped as \u0000 in JSON text. Only a suspect value is walked, to name the
+    # offending field precisely.
+    brackets = encoded.count(b"{") + encoded.count(b"[")
+    if brackets > limits.max_metadata_depth or b"\\u0000" in encoded:
+        _check_json_value(metadata, 1, limits.max_metadata_depth, "metadata")
     if len(encoded) > limits.max_metadata_bytes:
         raise EntryRejected("metadata", f"larger than {limits.max_metadata_bytes} bytes as JSON")
     return encoded

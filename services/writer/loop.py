@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -74,8 +74,6 @@ class WriterStats:
     repeats: int = 0
     dead_letters: int = 0
     batches: int = 0
-    last_batch_seconds: float = 0.0
-    failures: dict[str, int] = field(default_factory=dict)
 
 
 class Writer:
@@ -205,7 +203,6 @@ class Writer:
         good = [d for d in batch if d.message is not None]
         if not good:
             return
-        started = time.monotonic()
         try:
             stored = await self._store(good)
         except psycopg.Error as exc:
@@ -216,7 +213,6 @@ class Writer:
             return
         await failpoint.reached("after_commit")
         await self._acknowledge(stored)
-        self.stats.last_batch_seconds = time.monotonic() - started
 
     async def _store(self, deliveries: list[Delivery]) -> Stored:
         async with self._pool.connection() as conn:
