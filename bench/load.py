@@ -9,8 +9,8 @@ through HTTP: several processes each generate a slice of the time range and bina
 it into bare day tables (no index), then the tables get the parent's indexes built in
 one go (sorted builds, far cheaper than maintaining them row by row), are attached as
 partitions of log_entries, and get the search index the janitor would build on closed
-days. log_counts is written by the same upsert the writer runs, so the hourly rollups
-follow through their triggers. A database that already holds the same load is reused
+days. log_counts and the coarser rollups are written by the same statement the writer
+runs. A database that already holds the same load is reused
 (pending migrations are applied to it).
 """
 

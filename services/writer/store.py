@@ -38,18 +38,46 @@ ON CONFLICT DO NOTHING
 RETURNING stream, message_id
 """
 
-# The cells arrive as one JSON array of arrays: psycopg dumps Python lists into array
-# parameters element by element in Python, which cost more than the COPY itself, while
-# msgspec encodes the JSON in C. Sorted input keeps concurrent writers taking row locks in
-# the same order (no deadlock).
+# One statement adds the batch's cells to every rollup table: per minute (log_counts),
+# and the coarser hourly, daily and per-level tables that stats and histograms read
+# (sql/0005_rollups.sql, 0006). The cells arrive as one JSON array of arrays: psycopg
+# dumps Python lists into array parameters element by element in Python, which cost more
+# than the COPY itself, while msgspec encodes the JSON in C. Sorted input keeps
+# concurrent writers taking row locks in the same order (no deadlock).
 _ROLLUP_SQL = """
-INSERT INTO log_counts AS c (tenant_id, minute, service_name, level, environment, count, bytes)
-SELECT (r->>0)::uuid, (r->>1)::timestamptz, r->>2, (r->>3)::int2, r->>4, (r->>5)::bigint,
-       (r->>6)::bigint
-FROM json_array_elements(%s::json) AS r
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (tenant_id, minute, service_name, level, environment)
-DO UPDATE SET count = c.count + excluded.count, bytes = c.bytes + excluded.bytes
+WITH cells AS (
+    SELECT (r->>0)::uuid AS tenant_id, (r->>1)::timestamptz AS minute, r->>2 AS service_name,
+           (r->>3)::int2 AS level, r->>4 AS environment, (r->>5)::bigint AS count,
+           (r->>6)::bigint AS bytes
+    FROM json_array_elements(%s::json) AS r
+), minutes AS (
+    INSERT INTO log_counts AS c
+        (tenant_id, minute, service_name, level, environment, count, bytes)
+    SELECT * FROM cells ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (tenant_id, minute, service_name, level, environment)
+    DO UPDATE SET count = c.count + excluded.count, bytes = c.bytes + excluded.bytes
+), hours AS (
+    INSERT INTO log_counts_hourly AS h
+        (tenant_id, hour, service_name, level, environment, count, bytes)
+    SELECT tenant_id, date_trunc('hour', minute, 'UTC'), service_name, level, environment,
+           sum(count), sum(bytes)
+    FROM cells GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (tenant_id, hour, service_name, level, environment)
+    DO UPDATE SET count = h.count + excluded.count, bytes = h.bytes + excluded.bytes
+), days AS (
+    INSERT INTO log_counts_daily AS d
+        (tenant_id, day, service_name, level, environment, count, bytes)
+    SELECT tenant_id, date_trunc('day', minute, 'UTC'), service_name, level, environment,
+           sum(count), sum(bytes)
+    FROM cells GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (tenant_id, day, service_name, level, environment)
+    DO UPDATE SET count = d.count + excluded.count, bytes = d.bytes + excluded.bytes
+)
+INSERT INTO log_counts_by_level AS l (tenant_id, minute, level, count, bytes)
+SELECT tenant_id, minute, level, sum(count), sum(bytes)
+FROM cells GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (tenant_id, minute, level)
+DO UPDATE SET count = l.count + excluded.count, bytes = l.bytes + excluded.bytes
 """
 
 
