@@ -158,13 +158,9 @@ class QueryController(Controller):
         sort: _Sort = "asc",
     ) -> LogPage:
         caller.require("query")
-        raw = _lookup_filter("trace_id", trace_id, start_time, end_time)
         page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
-        return _found(
-            await _page(request, caller, raw, page_request, default_window=None),
-            "trace_id",
-            trace_id,
-            page_request,
+        return await _lookup(
+            request, caller, "trace_id", trace_id, start_time, end_time, page_request
         )
 
     @get("/request/{request_id:str}", summary="Every entry of a request, oldest first")
@@ -181,13 +177,9 @@ class QueryController(Controller):
         sort: _Sort = "asc",
     ) -> LogPage:
         caller.require("query")
-        raw = _lookup_filter("request_id", request_id, start_time, end_time)
         page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
-        return _found(
-            await _page(request, caller, raw, page_request, default_window=None),
-            "request_id",
-            request_id,
-            page_request,
+        return await _lookup(
+            request, caller, "request_id", request_id, start_time, end_time, page_request
         )
 
     @get("/{entry_id:uuid}", summary="One log entry by id")
@@ -241,9 +233,20 @@ def _page_request(
     return PageRequest(page=page, page_size=page_size(size, default_size), cursor=cursor, sort=sort)
 
 
-def _found(page: LogPage, field: str, value: str, page_request: PageRequest) -> LogPage:
-    """A trace or request with no entry for this tenant is 404, as an unknown id is:
-    the answer is the same whether it never existed or belongs to another tenant."""
+async def _lookup(
+    request: Request[Any, Any, Any],
+    caller: Caller,
+    field: str,
+    value: str,
+    start: str | None,
+    end: str | None,
+    page_request: PageRequest,
+) -> LogPage:
+    """Every entry with `field` = `value` (a trace or a request), across all retained days
+    unless a window is given. None for this tenant is 404, as for an unknown id: the answer
+    is the same whether it never existed or belongs to another tenant."""
+    raw = _lookup_filter(field, value, start, end)
+    page = await _page(request, caller, raw, page_request, default_window=None)
     if not page.entries and page_request.cursor is None and page_request.page == 1:
         raise NotFound(f"no log entries with {field} {value!r} for this tenant")
     return page
