@@ -1,8 +1,9 @@
 """`python -m services.janitor`: the housekeeping loop, one active janitor at a time.
 
-Each run (every JANITOR_INTERVAL) creates partitions ahead and forgets inbox entries old
-enough that their stream messages can no longer be redelivered. Retention, size quotas
-and archiving are added here by the retention issue.
+Each run (every JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old
+enough that their stream messages can no longer be redelivered, prunes live-tail resume
+records past TAIL_RESUME_WINDOW, and builds the search index of one closed day. Retention,
+size quotas and archiving are added here by the retention issue.
 """
 
 from __future__ import annotations
