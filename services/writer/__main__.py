@@ -43,6 +43,8 @@ async def configure_connection(conn: AsyncConnection) -> None:
     # server or role default of synchronous_commit=off would lose acknowledged batches
     # in a PostgreSQL crash (ARCHITECTURE.md, pitfall 11).
     await conn.execute("SET synchronous_commit = on")
+    # The batch statements are short and run thousands of times: JIT compiling costs more.
+    await conn.execute("SET jit = off")
     await conn.commit()
 
 
