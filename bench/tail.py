@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,19 +39,17 @@ from typing import Any
 import httpx
 import msgspec
 import psycopg
-from psycopg import sql
 
 import services.writer.store as store
+from bench.ingest import fresh_database
 from services.writer.__main__ import configure_connection
 from services.writer.consumer import Delivery
 from shared.ids import uuid7
-from shared.migrate import migrate
 from shared.model import IngestMessage, Level, LogRecord
 from shared.redis_conn import make_redis
 from shared.settings import Settings
 from shared.streams import StreamKeys
 from shared.tail import TailMessage, encode_tail_message
-from tests.conftest import drop_keys
 from tests.datagen import load_gen_logs
 from tests.processes import Service, free_port, service_env
 
@@ -66,25 +64,6 @@ def admin_settings() -> Settings:
         auth_mode="trusted_header",
         log_level="warning",
     )
-
-
-@contextlib.contextmanager
-def fresh_database(admin: Settings, label: str) -> Iterator[Settings]:
-    """A new, migrated database and Redis key prefix; both removed afterwards."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = replace(
-        admin, postgres_db=f"mlog_bench_{label}_{suffix}", redis_key_prefix=f"bench-{suffix}"
-    )
-    name = sql.Identifier(settings.postgres_db)
-    with psycopg.connect(admin.postgres_conninfo(dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    try:
-        migrate(settings)
-        yield settings
-    finally:
-        with psycopg.connect(admin.postgres_conninfo(dbname="postgres"), autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        drop_keys(settings)
 
 
 # 1. Ingest cost ----------------------------------------------------------------------

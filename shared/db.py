@@ -173,3 +173,22 @@ async def tenant_scope(
             (str(tenant_id), READER_ROLE),
         )
         yield conn
+
+
+def delete_older_than(
+    conn: psycopg.Connection, table: str, keep_seconds: float, batch: int = 5_000
+) -> int:
+    """Delete `table`'s rows whose `committed_at` is older than `keep_seconds`, in bounded
+    batches (no long lock, no table-wide scan with an index on committed_at). Returns the
+    rows deleted."""
+    statement = sql.SQL(
+        "DELETE FROM {table} WHERE ctid = ANY (ARRAY("
+        "SELECT ctid FROM {table} WHERE committed_at < now() - make_interval(secs => %s) "
+        "LIMIT %s))"
+    ).format(table=sql.Identifier(table))
+    deleted = 0
+    while True:
+        rowcount = conn.execute(statement, (keep_seconds, batch)).rowcount
+        deleted += rowcount
+        if rowcount < batch:
+            return deleted

@@ -9,6 +9,7 @@ import logging
 import random
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,6 +23,22 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter; `reset()` after a success."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -39,7 +56,7 @@ async def retry_until_ready(
 ) -> T | None:
     """Call `attempt` until it succeeds (capped exponential backoff with jitter), or
     return None when `stop` is set first. Logs once per outage, not per try."""
-    delay = 0.1
+    backoff = Backoff(cap=cap)
     warned = False
     while not stop.is_set():
         try:
@@ -48,6 +65,5 @@ async def retry_until_ready(
             if not warned:
                 log.warning("waiting for %s: %s", what, exc)
                 warned = True
-        await sleep_or_stop(stop, random.uniform(delay / 2, delay))
-        delay = min(cap, delay * 2)
+        await sleep_or_stop(stop, backoff.next_delay())
     return None

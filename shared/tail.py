@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.db import delete_older_than
 from shared.model import IngestMessage, LogRecord
 from shared.streams import StreamKeys
 
@@ -33,7 +34,6 @@ log = logging.getLogger("tail")
 # PostgreSQL. Keeps single pub/sub messages well under Redis's pubsub output buffer limit.
 PUBLISH_MAX_BYTES = 4 * 1024 * 1024
 _PUBLISH_TIMEOUT_SECONDS = 2.0
-_PRUNE_BATCH = 5_000
 
 
 class TailMessage(msgspec.Struct, array_like=True):
@@ -154,18 +154,6 @@ class TailPublisher:
 
 
 def prune_tail_batches(conn: psycopg.Connection, keep_seconds: int) -> int:
-    """Forget which rows commits older than `keep_seconds` held (the resume window), in
-    bounded batches, for every tenant. The numbers in tail_seq are kept. Returns rows
-    deleted."""
-    deleted = 0
-    while True:
-        cur = conn.execute(
-            """DELETE FROM tail_batches WHERE ctid = ANY (ARRAY(
-                   SELECT ctid FROM tail_batches
-                   WHERE committed_at < now() - make_interval(secs => %s)
-                   LIMIT %s))""",
-            (keep_seconds, _PRUNE_BATCH),
-        )
-        deleted += cur.rowcount
-        if cur.rowcount < _PRUNE_BATCH:
-            return deleted
+    """Forget which rows commits older than `keep_seconds` held (the resume window), for
+    every tenant. The numbers in tail_seq are kept. Returns rows deleted."""
+    return delete_older_than(conn, "tail_batches", keep_seconds)

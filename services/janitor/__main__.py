@@ -14,6 +14,7 @@ import sys
 
 import psycopg
 
+from shared.db import delete_older_than
 from shared.lifecycle import sleep_or_stop, stop_on_signals
 from shared.logsetup import configure_logging
 from shared.migrate import ensure_partitions_ahead
@@ -25,7 +26,6 @@ log = logging.getLogger("janitor")
 
 _LOCK_KEY = 0x6A616E69  # "jani"
 INBOX_KEEP_HOURS = 72
-_DELETE_BATCH = 10_000
 
 
 def run_once(settings: Settings) -> bool:
@@ -36,17 +36,7 @@ def run_once(settings: Settings) -> bool:
             return False
         try:
             ensure_partitions_ahead(conn, settings)
-            while True:
-                # Bounded batches: no long lock, no table-wide scan (index on committed_at).
-                cur = conn.execute(
-                    """DELETE FROM ingest_inbox WHERE ctid = ANY (ARRAY(
-                           SELECT ctid FROM ingest_inbox
-                           WHERE committed_at < now() - make_interval(hours => %s)
-                           LIMIT %s))""",
-                    (INBOX_KEEP_HOURS, _DELETE_BATCH),
-                )
-                if cur.rowcount < _DELETE_BATCH:
-                    break
+            delete_older_than(conn, "ingest_inbox", INBOX_KEEP_HOURS * 3600)
             prune_tail_batches(conn, settings.tail_resume_window_seconds)
             build_search_index(conn)
         finally:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ from services.writer.store import (
     partition_starts,
     store_batch,
 )
-from shared.lifecycle import sleep_or_stop
+from shared.lifecycle import Backoff, sleep_or_stop
 from shared.settings import Settings
 from shared.tail import TailPublisher
 
@@ -49,22 +48,6 @@ STOP_GRACE_SECONDS = 5.0
 # Until messages have been seen, assume large ones: reading too few costs one more round
 # trip, reading too many makes a transaction many times WRITER_BATCH_ROWS.
 _INITIAL_ROWS_PER_MESSAGE = 1000.0
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter; `reset()` after a success."""
-
-    base: float = 0.1
-    cap: float = 5.0
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        self.attempt += 1
-        return random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass
