@@ -184,6 +184,7 @@ class Running:
     urls: list[str]
     gateways: list[int]
     writers: list[int]
+    janitor: int
     redis: int
 
     def cpu(self, conn: psycopg.Connection, database: str) -> dict[str, dict[int, float]]:
@@ -198,6 +199,7 @@ class Running:
         groups = {
             "gateway": self.gateways,
             "writer": self.writers,
+            "janitor": [self.janitor],
             "PostgreSQL": backends,
             "Redis": [self.redis],
             "bench client": [os.getpid()],
@@ -229,6 +231,8 @@ def pipeline(settings: Settings, variant: Variant, logs: Path) -> Iterator[Runni
         Service("services.gateway", service_env(replace(config, server_port=p)), logs)
         for p in ports
     ]
+    # The janitor compacts the rollups while the rows arrive, as in production.
+    services.append(Service("services.janitor", service_env(config), logs))
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url in urls:
@@ -241,6 +245,7 @@ def pipeline(settings: Settings, variant: Variant, logs: Path) -> Iterator[Runni
             urls,
             gateways=[s.pid for s in services if s.module == "services.gateway"],
             writers=[s.pid for s in services if s.module == "services.writer"],
+            janitor=next(s.pid for s in services if s.module == "services.janitor"),
             redis=redis_pid,
         )
     finally:

@@ -22,7 +22,6 @@ import random
 import re
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,15 +32,16 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
-from services.writer.store import _ROLLUP_SQL, COPY_TYPES, record_bytes, rollup_parameters
+from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
 from shared.migrate import migrate
-from shared.model import Level, LogRecord
+from shared.model import Level, StoredRow
 from shared.settings import Settings
 from tests.datagen import load_gen_logs
 
+# The writer's column order (services/writer/store.py, COPY_SQL): a row, then its tenant.
 COLUMNS = sql.SQL(
-    'id, tenant_id, "timestamp", level, service_name, message, trace_id, span_id, user_id, '
-    "request_id, metadata, source, host, environment"
+    'id, "timestamp", level, service_name, message, trace_id, span_id, user_id, '
+    "request_id, metadata, source, host, environment, tenant_id"
 )
 DEFAULT_ROWS = 10_000_000
 SEED = 42
@@ -176,7 +176,7 @@ def _uuid7(rng: random.Random, ts: datetime) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def _records(part: Slice) -> Iterator[tuple[uuid.UUID, LogRecord]]:
+def _records(part: Slice) -> Iterator[tuple[uuid.UUID, StoredRow]]:
     gen = load_gen_logs()
     own = {str(t): part.canonical[i] for i, t in enumerate(tenant_ids(part.seed, part.tenants))}
     rng = random.Random(part.seed ^ 0x5EED)
@@ -185,20 +185,20 @@ def _records(part: Slice) -> Iterator[tuple[uuid.UUID, LogRecord]]:
         ts = datetime.fromisoformat(e["timestamp"])
         yield (
             own[e["tenant_id"]],
-            LogRecord(
-                id=_uuid7(rng, ts),
-                timestamp=ts,
-                level=_LEVELS[e["level"]],
-                service_name=e["service_name"],
-                message=e["message"],
-                trace_id=e["trace_id"],
-                span_id=e["span_id"],
-                user_id=e["user_id"],
-                request_id=e["request_id"],
-                metadata=encode(e["metadata"]),
-                source=e["source"],
-                host=e["host"],
-                environment=e["environment"],
+            (
+                _uuid7(rng, ts).bytes,
+                ts,
+                _LEVELS[e["level"]],
+                e["service_name"],
+                e["message"],
+                e["trace_id"],
+                e["span_id"],
+                e["user_id"],
+                e["request_id"],
+                encode(e["metadata"]),
+                e["source"],
+                e["host"],
+                e["environment"],
             ),
         )
 
@@ -209,36 +209,27 @@ def _json_passthrough(obj: object) -> bytes:
 
 def load_slice(part: Slice) -> int:
     """Generate one slice, COPY it day table by day table, then add its rollups."""
-    counts: dict[tuple[object, datetime, str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    cells = RollupCells()
     written = 0
     with psycopg.connect(part.conninfo, autocommit=True) as conn:
         set_json_dumps(_json_passthrough, context=conn)
         records = _records(part)
         pending = next(records, None)
         while pending is not None:
-            day = _day(pending[1].timestamp)
+            day = _day(pending[1][1])
             stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                 sql.Identifier(_table(day)), COLUMNS
             )
             with conn.cursor() as cur, cur.copy(stmt) as copy:
                 copy.set_types(COPY_TYPES)
-                while pending is not None and _day(pending[1].timestamp) == day:
-                    tenant, r = pending
-                    copy.write_row(
-                        (
-                            r.id, tenant, r.timestamp, r.level, r.service_name, r.message,
-                            r.trace_id, r.span_id, r.user_id, r.request_id, r.metadata,
-                            r.source, r.host, r.environment,
-                        )
-                    )  # fmt: skip
-                    minute = r.timestamp.replace(second=0, microsecond=0)
-                    cell = counts[(tenant, minute, r.service_name, r.level, r.environment or "")]
-                    cell[0] += 1
-                    cell[1] += record_bytes(r)
+                while pending is not None and _day(pending[1][1]) == day:
+                    tenant, row = pending
+                    copy.write_row((*row, tenant.bytes))
+                    cells.add(tenant, (row,))
                     written += 1
                     pending = next(records, None)
         with conn.transaction():
-            conn.execute(_ROLLUP_SQL, rollup_parameters(counts))
+            conn.execute(_ROLLUP_SQL, cells.parameters())
     return written
 
 

@@ -45,11 +45,11 @@ from bench.ingest import fresh_database
 from services.writer.__main__ import configure_connection
 from services.writer.consumer import Delivery
 from shared.ids import uuid7
-from shared.model import IngestMessage, Level, LogRecord
+from shared.model import IngestMessage, Level, LogRecord, StoredMessage
 from shared.redis_conn import make_redis
 from shared.settings import Settings
-from shared.streams import StreamKeys
-from shared.tail import TailMessage, encode_tail_message
+from shared.streams import StreamKeys, decode_message, encode_message
+from shared.tail import encode_tail_message
 from tests.datagen import load_gen_logs
 from tests.processes import Service, free_port, service_env
 
@@ -69,7 +69,7 @@ def admin_settings() -> Settings:
 # 1. Ingest cost ----------------------------------------------------------------------
 
 
-def _records(rows: int, seed: int) -> list[IngestMessage]:
+def _records(rows: int, seed: int) -> list[StoredMessage]:
     """Messages of 1,000 realistic rows, tenants in turn, timestamps of the last day."""
     entries = list(load_gen_logs().generate(rows, seed=seed, days=1, tenants=10))
     tenants = sorted({e["tenant_id"] for e in entries})
@@ -97,7 +97,8 @@ def _records(rows: int, seed: int) -> list[IngestMessage]:
                 )
             )
         tenant = uuid.UUID(tenants[(start // 1000) % len(tenants)])
-        messages.append(IngestMessage(tenant, now, records))
+        # As the writer reads it from the stream.
+        messages.append(decode_message(encode_message(IngestMessage(tenant, now, records))))
     return messages
 
 
@@ -333,8 +334,8 @@ async def _publish_direct(
                     start = (sent % len(rows)) if rows else 0
                     records = (rows + rows)[start : start + per_commit]
                     records[0] = replace_record(records[0], f"probe {time.time_ns()}")
-                    message = TailMessage(uuid.UUID(tenant), seqs[tenant], records)
-                    pipe.publish(keys.tail_channel(tenant), encode_tail_message(message))
+                    payload = encode_tail_message(uuid.UUID(tenant), seqs[tenant], records)
+                    pipe.publish(keys.tail_channel(tenant), payload)
                     sent += per_commit
                 await pipe.execute()
             next_at += 0.2

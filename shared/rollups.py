@@ -78,13 +78,24 @@ def plan_spans(
     rollups: bool,
     coarsest: timedelta = DAY,
     minutes: Source = Source.MINUTE,
+    compacted_until: datetime | None = None,
 ) -> list[Span]:
     """Cut [start, end) into spans each counted from one table, oldest first.
 
     Without `rollups` the whole range is raw. With them: raw partial minutes at the
     edges, then whole minutes (from the `minutes` table), whole hours and whole days
     inward, up to the `coarsest` step (a histogram's buckets must not straddle a cell).
+    Hours and days are read only before the hour of `compacted_until`, the rollup
+    watermark (sql/0007_rollup_compaction.sql): later ones are not complete yet.
     """
+    if rollups and compacted_until is not None:
+        split = floor_to(compacted_until, HOUR)
+        if split <= start:
+            coarsest = MINUTE
+        elif split < end:
+            before = plan_spans(start, split, rollups=True, coarsest=coarsest, minutes=minutes)
+            after = plan_spans(split, end, rollups=True, coarsest=MINUTE, minutes=minutes)
+            return before + after
     ladder = [Source.RAW]
     if rollups:
         ladder += [minutes, *(s for s in (Source.HOUR, Source.DAY) if s.step <= coarsest)]
@@ -197,6 +208,16 @@ def _minutes_table(f: CompiledFilter, dims: Sequence[Dimension]) -> Source:
     return Source.LEVEL_MINUTE if whole_tenant else Source.MINUTE
 
 
+async def compacted_until(conn: AsyncConnection[Any]) -> datetime:
+    """The rollup watermark: hours and days before it are complete in their tables."""
+    cur = await conn.execute("SELECT compacted_until FROM rollup_watermark", prepare=False)
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("rollup_watermark is empty: apply the migrations")
+    watermark: datetime = row[0]
+    return watermark
+
+
 def _window(f: CompiledFilter) -> tuple[datetime, datetime]:
     if f.start is None or f.end is None:
         raise ValueError("counting needs a closed window: set start and end")
@@ -213,7 +234,13 @@ async def count_groups(
     returns the groups and whether rollups answered. Small results only (no buckets)."""
     start, end = _window(f)
     rollups = f.uses_only_rollup_dimensions
-    spans = plan_spans(start, end, rollups=rollups, minutes=_minutes_table(f, dims))
+    spans = plan_spans(
+        start,
+        end,
+        rollups=rollups,
+        minutes=_minutes_table(f, dims),
+        compacted_until=await compacted_until(conn) if rollups else None,
+    )
     if not spans:
         return [], rollups
     query = _union(tenant_id, f, spans, dims, None)
@@ -266,6 +293,7 @@ async def count_buckets(
         rollups=rollups,
         coarsest=max(step for step in (MINUTE, HOUR, DAY) if interval % step == timedelta(0)),
         minutes=_minutes_table(f, dims),
+        compacted_until=await compacted_until(conn) if rollups else None,
     )
     if not spans:
         return [], rollups
@@ -354,10 +382,19 @@ class Usage:
     bytes: int
 
 
+# All time = the daily cells (every minute before the watermark) + log_counts from it on.
+_USAGE_SOURCES = """
+    SELECT tenant_id, count, bytes FROM log_counts_daily
+    UNION ALL
+    SELECT tenant_id, count, bytes FROM log_counts
+    WHERE minute >= (SELECT compacted_until FROM rollup_watermark)
+"""
+
+
 async def tenant_usage(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> Usage:
     cur = await conn.execute(
-        "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0) FROM log_counts_daily "
-        "WHERE tenant_id = %s",
+        "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0) "
+        f"FROM ({_USAGE_SOURCES}) AS cells WHERE tenant_id = %s",
         (tenant_id,),
         prepare=False,
     )
@@ -370,7 +407,7 @@ async def all_tenants_usage(conn: AsyncConnection[Any]) -> list[Usage]:
     """Every tenant's usage, largest first: for operators only (it crosses tenants, so it
     must run outside a tenant-scoped transaction, whose row-level security hides the rest)."""
     cur = await conn.execute(
-        "SELECT tenant_id, sum(count), sum(bytes) FROM log_counts_daily "
+        f"SELECT tenant_id, sum(count), sum(bytes) FROM ({_USAGE_SOURCES}) AS cells "
         "GROUP BY tenant_id HAVING sum(count) > 0 ORDER BY 3 DESC, 1",
         prepare=False,
     )

@@ -129,6 +129,9 @@ class Settings:
 
     # Background workers.
     janitor_interval_seconds: int = _env("JANITOR_INTERVAL", 300, _int(1, 86_400))
+    # How often the janitor adds settled minutes to the hourly and daily rollups
+    # (shared/compaction.py); until then queries read those minutes from log_counts.
+    rollup_compact_interval_seconds: int = _env("ROLLUP_COMPACT_INTERVAL", 15, _int(1, 3_600))
     alert_eval_interval_seconds: int = _env("ALERT_EVAL_INTERVAL", 30, _int(1, 86_400))
 
     # Tenancy and security (issue 4): how callers authenticate, and limits per tenant.

@@ -13,21 +13,22 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 
-from shared.model import IngestMessage
+from shared.model import IngestMessage, StoredMessage
 from shared.settings import Settings
 
 GROUP = "writers"
 PAYLOAD_FIELD = b"m"
 
 _encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
-_decoder = msgspec.msgpack.Decoder(IngestMessage)
+_decoder = msgspec.msgpack.Decoder(StoredMessage)
 
 
 def encode_message(message: IngestMessage) -> bytes:
     return _encoder.encode(message)
 
 
-def decode_message(payload: bytes) -> IngestMessage:
+def decode_message(payload: bytes) -> StoredMessage:
+    """The writer's reading of a message: rows as tuples (shared/model.py, StoredRow)."""
     return _decoder.decode(payload)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from datetime import datetime
 
 import msgspec
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.db import delete_older_than
-from shared.model import IngestMessage, LogRecord
+from shared.model import LogRecord, StoredMessage, StoredRow
 from shared.streams import StreamKeys
 
 log = logging.getLogger("tail")
@@ -49,10 +52,14 @@ _encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
 _decoder = msgspec.msgpack.Decoder(TailMessage)
 
 
-def encode_tail_message(message: TailMessage) -> bytes:
-    payload = _encoder.encode(message)
-    if len(payload) > PUBLISH_MAX_BYTES and message.records is not None:
-        payload = _encoder.encode(TailMessage(message.tenant_id, message.seq, None))
+def encode_tail_message(
+    tenant_id: uuid.UUID, seq: int, records: Sequence[LogRecord] | Sequence[StoredRow]
+) -> bytes:
+    """A TailMessage's bytes. The writer's rows (StoredRow tuples, ids as 16 bytes) encode
+    exactly as LogRecords do, so gateways decode either as TailMessage."""
+    payload = _encoder.encode((tenant_id, seq, records))
+    if len(payload) > PUBLISH_MAX_BYTES:
+        payload = _encoder.encode((tenant_id, seq, None))
     return payload
 
 
@@ -66,7 +73,32 @@ class TailBatch:
 
     tenant_id: uuid.UUID
     seq: int
-    records: list[LogRecord]
+    records: list[StoredRow]
+
+
+@dataclass(frozen=True, slots=True)
+class UuidArray:
+    """A uuid[] parameter made of 16-byte ids, sent in PostgreSQL's binary array format by
+    one call (psycopg would dump a list element by element in Python)."""
+
+    ids: Sequence[bytes]
+
+
+class _UuidArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = postgres.types["uuid"].array_oid
+
+    def dump(self, obj: UuidArray) -> bytes:
+        ids = obj.ids
+        # ndim, has-nulls flag, element type, then the one dimension's length and lower
+        # bound; each element is its length and its bytes.
+        header = _ARRAY_HEADER.pack(1, 0, postgres.types["uuid"].oid, len(ids), 1)
+        return header + b"".join([_UUID_LENGTH + i for i in ids])
+
+
+_ARRAY_HEADER = struct.Struct(">iiIii")
+_UUID_LENGTH = (16).to_bytes(4)
+psycopg.adapters.register_dumper(UuidArray, _UuidArrayDumper)
 
 
 # One statement for every tenant of the transaction: the rows come as two flat arrays,
@@ -91,29 +123,29 @@ RETURNING tenant_id, seq
 
 
 async def record_tail_batches(
-    conn: AsyncConnection, messages: Sequence[IngestMessage]
+    conn: AsyncConnection, messages: Sequence[StoredMessage]
 ) -> list[TailBatch]:
     """Inside the writer's transaction, after its rows: number this commit for each
     tenant in `messages` and record its rows. Returns what to publish after COMMIT."""
-    by_tenant: dict[uuid.UUID, list[LogRecord]] = {}
+    by_tenant: dict[uuid.UUID, list[StoredRow]] = {}
     for message in messages:
         by_tenant.setdefault(message.tenant_id, []).extend(message.records)
     tenants: list[uuid.UUID] = []
     bounds: list[tuple[int, int]] = []
-    ids: list[uuid.UUID] = []
+    ids: list[bytes] = []
     stamps: list[datetime] = []
     for tenant, records in by_tenant.items():
         if not records:
             continue
         tenants.append(tenant)
         bounds.append((len(ids) + 1, len(ids) + len(records)))  # SQL arrays count from 1
-        ids.extend(r.id for r in records)
-        stamps.extend(r.timestamp for r in records)
+        ids += [r[0] for r in records]
+        stamps += [r[1] for r in records]
     if not tenants:
         return []
     cur = await conn.execute(
         _RECORD_SQL,
-        (tenants, [lo for lo, _ in bounds], [hi for _, hi in bounds], ids, stamps),
+        (tenants, [lo for lo, _ in bounds], [hi for _, hi in bounds], UuidArray(ids), stamps),
     )
     seqs = {row[0]: int(row[1]) for row in await cur.fetchall()}
     return [TailBatch(t, seqs[t], by_tenant[t]) for t in tenants]
@@ -139,7 +171,7 @@ class TailPublisher:
                     for b in batches:
                         pipe.publish(
                             self._keys.tail_channel(str(b.tenant_id)),
-                            encode_tail_message(TailMessage(b.tenant_id, b.seq, b.records)),
+                            encode_tail_message(b.tenant_id, b.seq, b.records),
                         )
                     await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:

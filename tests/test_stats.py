@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 
 from shared import rollups
+from shared.compaction import SETTLE, compact_step
 from shared.filters import LogFilter, compile_filter, matches
 from shared.model import LEVEL_NAMES, Level
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
@@ -41,11 +43,25 @@ def _generated(n: int, seed: int, end: datetime, hours: float) -> list[dict[str,
     return list(gen.generate(n, seed=seed, days=hours / 24, tenants=1, end=end))
 
 
+def set_watermark(conninfo: str, at: datetime) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE rollup_watermark SET compacted_until = %s", (at,))
+
+
 async def ingest_dataset(client, writer, *, per_tenant: int = 1500) -> Dataset:
     """Two tenants, 3 hours of realistic entries two days ago (a closed range), with
-    timestamps off the minute. OTHER_TENANT's services are all named other-*."""
+    timestamps off the minute. OTHER_TENANT's services are all named other-*.
+
+    The rollup watermark is put 1 h 30 min into the range before the entries are stored
+    and compacted to 2 h 30 min after (shared/compaction.py): the hourly and daily cells
+    of the first part come from the writer (entries arriving late), of the middle from
+    compaction, and the last 30 minutes are in log_counts only. Every count in these
+    tests crosses all three."""
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
     end += timedelta(seconds=17.5)
+    start = end - timedelta(hours=3)
+    conninfo = writer.settings.postgres_conninfo()
+    set_watermark(conninfo, (start + timedelta(minutes=90)).replace(second=0, microsecond=0))
     stored: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for tenant, seed in ((TENANT, 11), (OTHER_TENANT, 12)):
         entries = _generated(per_tenant, seed, end, hours=3)
@@ -71,7 +87,9 @@ async def ingest_dataset(client, writer, *, per_tenant: int = 1500) -> Dataset:
             for e in entries
         ]
     await writer.drain()
-    return Dataset(start=end - timedelta(hours=3), end=end, entries=stored)
+    with psycopg.connect(conninfo) as conn:
+        compact_step(conn, now=start + timedelta(minutes=150) + SETTLE)
+    return Dataset(start=start, end=end, entries=stored)
 
 
 def iso(ts: datetime) -> str:
@@ -416,16 +434,24 @@ ROLLUP_CHECKS = {
     "log_counts_daily": "date_trunc('day', minute, 'UTC'), service_name, level, environment",
     "log_counts_by_level": "minute, level",
 }
+# The hourly and daily tables hold the minutes before the watermark; by level, all of them.
+COMPACTED_ONLY = {"log_counts_hourly", "log_counts_daily"}
 
 
 def rollups_disagree(db) -> list[str]:
-    """Each coarser rollup table, compared cell by cell with log_counts summed the same way."""
+    """Each coarser rollup table, compared cell by cell with log_counts summed the same
+    way (sql/0007_rollup_compaction.sql says which minutes each table holds)."""
     problems = []
     for table, keys in ROLLUP_CHECKS.items():
+        minutes = (
+            "WHERE minute < (SELECT compacted_until FROM rollup_watermark)"
+            if table in COMPACTED_ONLY
+            else ""
+        )
         expected = set(
             db.execute(
                 f"SELECT tenant_id, {keys}, sum(count)::bigint, sum(bytes)::bigint "
-                f"FROM log_counts GROUP BY tenant_id, {keys}"
+                f"FROM log_counts {minutes} GROUP BY tenant_id, {keys}"
             ).fetchall()
         )
         kept = set(db.execute(f"SELECT * FROM {table}").fetchall())
@@ -434,12 +460,24 @@ def rollups_disagree(db) -> list[str]:
     return problems
 
 
+def watermark(db) -> datetime:
+    return db.execute("SELECT compacted_until FROM rollup_watermark").fetchone()[0]
+
+
 async def test_coarser_rollups_follow_log_counts_through_writes_and_deletes(
     client, writer, db
 ) -> None:
     data = await ingest_dataset(client, writer, per_tenant=400)
     assert rollups_disagree(db) == []
-    # More rows into the same minutes (the writer's upsert updates existing cells).
+    compacted = watermark(db)
+    assert data.start < compacted < data.end
+    # Nothing from the watermark on is in the hourly table yet.
+    hour_after = compacted.replace(minute=0) + timedelta(hours=1)
+    assert db.execute(
+        "SELECT count(*) FROM log_counts_hourly WHERE hour >= %s", (hour_after,)
+    ).fetchone() == (0,)
+    # More rows into the same minutes (the writer's upsert updates existing cells), before
+    # the watermark (late entries) and after it.
     again = [
         {"service_name": "payment", "level": "ERROR", "message": "x", "timestamp": iso(ts)}
         for ts in (data.start, data.start + timedelta(minutes=90), data.end - timedelta(seconds=1))
@@ -450,6 +488,23 @@ async def test_coarser_rollups_follow_log_counts_through_writes_and_deletes(
     assert response.status_code == 202
     await writer.drain()
     assert rollups_disagree(db) == []
+    # Deleting minutes on both sides of the watermark.
+    db.execute(
+        "DELETE FROM log_counts WHERE minute BETWEEN %s AND %s",
+        (data.start + timedelta(minutes=140), data.start + timedelta(minutes=160)),
+    )
+    assert rollups_disagree(db) == []
+    # Compaction to the end takes in the rest, each minute once.
+    with psycopg.connect(writer.settings.postgres_conninfo()) as conn:
+        assert compact_step(conn, now=data.end + timedelta(hours=1)) is not None
+        assert compact_step(conn, now=data.end + timedelta(hours=1)) is None
+    assert watermark(db) > data.end
+    assert rollups_disagree(db) == []
+    totals = db.execute(
+        "SELECT (SELECT sum(count) FROM log_counts), (SELECT sum(count) FROM log_counts_daily), "
+        "(SELECT sum(count) FROM log_counts_hourly)"
+    ).fetchone()
+    assert totals[0] == totals[1] == totals[2] > 0
     # Retention deleting old minutes takes them out of every coarser table too.
     db.execute("DELETE FROM log_counts WHERE minute < %s", (data.start + timedelta(minutes=75),))
     assert rollups_disagree(db) == []

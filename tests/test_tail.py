@@ -501,14 +501,15 @@ async def test_one_tenants_commits_are_numbered_in_commit_order_without_gaps(
 ) -> None:
     from datetime import UTC, datetime
 
-    from shared.model import IngestMessage, LogRecord
+    from shared.model import IngestMessage, LogRecord, StoredMessage
+    from shared.streams import decode_message, encode_message
 
     tenant = uuid.uuid4()
 
-    def message() -> IngestMessage:
+    def message() -> StoredMessage:
         now = datetime.now(UTC)
         record = LogRecord(uuid.uuid4(), now, 2, "api", "m", *[None] * 8)
-        return IngestMessage(tenant, now, [record])
+        return decode_message(encode_message(IngestMessage(tenant, now, [record])))
 
     first = await psycopg.AsyncConnection.connect(settings.postgres_conninfo())
     second = await psycopg.AsyncConnection.connect(settings.postgres_conninfo())

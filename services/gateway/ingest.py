@@ -26,6 +26,7 @@ from services.gateway.validation import (
     Validated,
     decode_batch,
     decode_error,
+    may_hold_nul,
     validate_decoded,
     validate_entries,
 )
@@ -162,7 +163,9 @@ class IngestController(Controller):
             raise BadRequest(f"malformed JSON: {exc}") from None
         settings: Settings = request.app.state.settings
         limits = Limits.from_settings(settings)
-        result = validate_decoded([entry], caller.tenant_id, tenant.validation(limits))
+        result = validate_decoded(
+            [entry], caller.tenant_id, tenant.validation(limits), may_hold_nul=may_hold_nul(body)
+        )
         result = tenant.drop_oversized(result, limits)
         if not result.records:
             error = result.errors[0]
@@ -194,7 +197,12 @@ class IngestController(Controller):
         tenant.check_batch(len(entries))
         limits = Limits.from_settings(settings)
         if isinstance(entries[0], LogEntryIn):
-            result = validate_decoded(entries, caller.tenant_id, tenant.validation(limits))
+            result = validate_decoded(
+                entries,
+                caller.tenant_id,
+                tenant.validation(limits),
+                may_hold_nul=may_hold_nul(body),
+            )
         else:
             result = validate_entries(entries, caller.tenant_id, tenant.validation(limits))
         result = tenant.drop_oversized(result, limits)

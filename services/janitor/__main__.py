@@ -3,7 +3,9 @@
 Each run (every JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old
 enough that their stream messages can no longer be redelivered, prunes live-tail resume
 records past TAIL_RESUME_WINDOW, and builds the search index of one closed day. Retention,
-size quotas and archiving are added here by the retention issue.
+size quotas and archiving are added here by the retention issue. Beside it, every
+ROLLUP_COMPACT_INTERVAL, settled minutes are compacted into the hourly and daily rollups
+(shared/compaction.py); that step is safe to run from several janitors at once.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 import psycopg
 
+from shared.compaction import compact
 from shared.db import delete_older_than
 from shared.lifecycle import sleep_or_stop, stop_on_signals
 from shared.logsetup import configure_logging
@@ -44,23 +48,46 @@ def run_once(settings: Settings) -> bool:
     return True
 
 
-async def run(settings: Settings) -> None:
-    stop = stop_on_signals()
-    log.info("janitor started, every %ss", settings.janitor_interval_seconds)
+def compact_once(settings: Settings) -> int:
+    with psycopg.connect(settings.postgres_conninfo()) as conn:
+        return compact(conn)
+
+
+async def _every(stop: asyncio.Event, name: str, seconds: int, work: Callable[[], object]) -> None:
+    """Run `work` in a thread every `seconds` until `stop`; PostgreSQL errors are logged
+    once and retried (sooner, up to 30 s apart) until it answers again."""
     failing = False
     while not stop.is_set():
         try:
-            await asyncio.to_thread(run_once, settings)
+            await asyncio.to_thread(work)
             if failing:
-                log.info("janitor recovered")
+                log.info("%s recovered", name)
             failing = False
-            delay: float = settings.janitor_interval_seconds
+            delay: float = seconds
         except psycopg.Error as exc:
             if not failing:
-                log.warning("janitor run failed, retrying: %s", exc)
+                log.warning("%s failed, retrying: %s", name, exc)
             failing = True
-            delay = min(30.0, settings.janitor_interval_seconds)
+            delay = min(30.0, seconds)
         await sleep_or_stop(stop, delay)
+
+
+async def run(settings: Settings) -> None:
+    stop = stop_on_signals()
+    log.info(
+        "janitor started, every %ss (rollup compaction every %ss)",
+        settings.janitor_interval_seconds,
+        settings.rollup_compact_interval_seconds,
+    )
+    await asyncio.gather(
+        _every(stop, "janitor run", settings.janitor_interval_seconds, lambda: run_once(settings)),
+        _every(
+            stop,
+            "rollup compaction",
+            settings.rollup_compact_interval_seconds,
+            lambda: compact_once(settings),
+        ),
+    )
     log.info("janitor stopped")
 
 

@@ -8,9 +8,9 @@ import os
 import socket
 import sys
 
-import msgspec
-from psycopg import AsyncConnection
-from psycopg.types.json import set_json_dumps
+from psycopg import AsyncConnection, postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from services.writer.consumer import StreamConsumer
 from services.writer.loop import Writer
@@ -32,13 +32,21 @@ log = logging.getLogger("writer")
 PIPELINES = 2
 
 
-def _json_dumps(obj: object) -> bytes:
-    # Metadata arrives as JSON text already encoded by the gateway: pass it through.
-    return obj if isinstance(obj, bytes) else msgspec.json.encode(obj)
+class _JsonbTextDumper(Dumper):
+    """jsonb in binary COPY: metadata arrives as JSON text the gateway encoded, and jsonb's
+    binary form is that text after a version byte. Used where a jsonb column is named in
+    `set_types` (services/writer/store.py): no JSON encoder is called per row."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: bytes) -> bytes:
+        return b"\x01" + obj
 
 
 async def configure_connection(conn: AsyncConnection) -> None:
-    set_json_dumps(_json_dumps, context=conn)
+    # None: only for lookups by type (COPY's set_types), never for query parameters.
+    conn.adapters.register_dumper(None, _JsonbTextDumper)
     # Messages are acknowledged after COMMIT returns, so COMMIT must mean flushed: a
     # server or role default of synchronous_commit=off would lose acknowledged batches
     # in a PostgreSQL crash (ARCHITECTURE.md, pitfall 11).

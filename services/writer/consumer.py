@@ -16,7 +16,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shared.model import IngestMessage
+from shared.model import StoredMessage
 from shared.streams import GROUP, PAYLOAD_FIELD, StreamKeys, decode_message
 
 log = logging.getLogger("writer.consumer")
@@ -29,7 +29,7 @@ class Delivery:
     stream: str
     message_id: str
     payload: bytes
-    message: IngestMessage | None
+    message: StoredMessage | None
     decode_error: str | None = None
 
     @property

@@ -82,6 +82,10 @@ class Writer:
         self._last_trim = 0.0
         self.stats = WriterStats()
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; the batch in hand is finished or left pending."""
         backoff = Backoff()
@@ -214,7 +218,7 @@ class Writer:
         self, conn: psycopg.AsyncConnection, batch: list[Delivery]
     ) -> None:
         starts = partition_starts(
-            (r for d in batch if d.message for r in d.message.records), self._unit
+            (row for d in batch if d.message for row in d.message.records), self._unit
         )
         missing = starts - self._known_partitions
         if missing:

@@ -5,8 +5,8 @@ their counts to the per-minute rollups. Either all of it commits or none of it d
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -16,19 +16,25 @@ from psycopg import AsyncConnection
 
 from services.writer import failpoint
 from services.writer.consumer import Delivery
-from shared.model import LogRecord
+from shared.model import StoredRow
 from shared.tail import TailBatch, record_tail_batches
 
 log = logging.getLogger("writer.store")
+_json = msgspec.json.Encoder()
 
+# Columns in the order of a StoredRow (shared/model.py), then the message's tenant: a
+# decoded row plus the tenant is the COPY row as it is. Binary COPY carries no types, only
+# each value in its type's binary form; the 16 bytes of a UUID are exactly what psycopg's
+# C `bytea` dumper sends, so ids and tenants go through it instead of the Python `uuid`
+# dumper (README, "Benchmarks").
 COPY_SQL = (
-    'COPY log_entries (id, tenant_id, "timestamp", level, service_name, message, trace_id, '
-    "span_id, user_id, request_id, metadata, source, host, environment) "
+    'COPY log_entries (id, "timestamp", level, service_name, message, trace_id, span_id, '
+    "user_id, request_id, metadata, source, host, environment, tenant_id) "
     "FROM STDIN (FORMAT BINARY)"
 )
 COPY_TYPES = [
-    "uuid", "uuid", "timestamptz", "int2", "text", "text", "text",
-    "text", "text", "text", "jsonb", "text", "text", "text",
+    "bytea", "timestamptz", "int2", "text", "text", "text", "text",
+    "text", "text", "jsonb", "text", "text", "text", "bytea",
 ]  # fmt: skip
 
 _CLAIM_SQL = """
@@ -38,18 +44,26 @@ ON CONFLICT DO NOTHING
 RETURNING stream, message_id
 """
 
-# One statement adds the batch's cells to every rollup table: per minute (log_counts),
-# and the coarser hourly, daily and per-level tables that stats and histograms read
-# (sql/0005_rollups.sql, 0006). The cells arrive as one JSON array of arrays: psycopg
+# Taken just before the rollup statement and held until COMMIT (sql/0007_rollup_compaction
+# .sql): compaction cannot move the watermark while this transaction may still add cells,
+# and the rollup statement, a later statement, reads the watermark as compaction left it.
+_ROLLUP_LOCK_SQL = "SELECT pg_advisory_xact_lock_shared(rollup_lock_key())"
+
+# One statement adds the batch's cells to the rollup tables: per minute (log_counts) and
+# per minute and level (log_counts_by_level), every cell; hourly and daily, only cells of
+# minutes already compacted (entries that came late): the janitor adds the others
+# (sql/0007_rollup_compaction.sql). The cells arrive as one JSON array of arrays: psycopg
 # dumps Python lists into array parameters element by element in Python, which cost more
 # than the COPY itself, while msgspec encodes the JSON in C. Sorted input keeps
 # concurrent writers taking row locks in the same order (no deadlock).
 _ROLLUP_SQL = """
 WITH cells AS (
-    SELECT (r->>0)::uuid AS tenant_id, (r->>1)::timestamptz AS minute, r->>2 AS service_name,
-           (r->>3)::int2 AS level, r->>4 AS environment, (r->>5)::bigint AS count,
-           (r->>6)::bigint AS bytes
+    SELECT (r->>0)::uuid AS tenant_id, to_timestamp((r->>1)::bigint) AS minute,
+           r->>2 AS service_name, (r->>3)::int2 AS level, r->>4 AS environment,
+           (r->>5)::bigint AS count, (r->>6)::bigint AS bytes
     FROM json_array_elements(%s::json) AS r
+), late AS (
+    SELECT * FROM cells WHERE minute < (SELECT compacted_until FROM rollup_watermark)
 ), minutes AS (
     INSERT INTO log_counts AS c
         (tenant_id, minute, service_name, level, environment, count, bytes)
@@ -61,7 +75,7 @@ WITH cells AS (
         (tenant_id, hour, service_name, level, environment, count, bytes)
     SELECT tenant_id, date_trunc('hour', minute, 'UTC'), service_name, level, environment,
            sum(count), sum(bytes)
-    FROM cells GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    FROM late GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (tenant_id, hour, service_name, level, environment)
     DO UPDATE SET count = h.count + excluded.count, bytes = h.bytes + excluded.bytes
 ), days AS (
@@ -69,7 +83,7 @@ WITH cells AS (
         (tenant_id, day, service_name, level, environment, count, bytes)
     SELECT tenant_id, date_trunc('day', minute, 'UTC'), service_name, level, environment,
            sum(count), sum(bytes)
-    FROM cells GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    FROM late GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (tenant_id, day, service_name, level, environment)
     DO UPDATE SET count = d.count + excluded.count, bytes = d.bytes + excluded.bytes
 )
@@ -95,19 +109,11 @@ class Stored:
         return sum(d.rows for d in self.fresh)
 
 
-def record_bytes(r: LogRecord) -> int:
-    """Approximate stored size of an entry: its text and JSON, plus fixed-width columns."""
-    size = 44 + len(r.service_name) + len(r.message) + len(r.metadata or b"")
-    for text in (r.trace_id, r.span_id, r.user_id, r.request_id, r.source, r.host, r.environment):
-        if text:
-            size += len(text)
-    return size
-
-
-def partition_starts(records: Iterable[LogRecord], unit: str) -> set[datetime]:
-    """The first instant of every partition (UTC day or month) the records fall in."""
+def partition_starts(rows: Iterable[StoredRow], unit: str) -> set[datetime]:
+    """The first instant of every partition (UTC day or month) the rows fall in."""
     # Distinct UTC dates first: one cheap call per row, datetimes only per distinct day.
-    days = {r.timestamp.astimezone(UTC).date() for r in records}
+    # Rows carry UTC timestamps (the gateway normalises them): no conversion needed.
+    days = {r[1].date() if r[1].tzinfo is UTC else r[1].astimezone(UTC).date() for r in rows}
     return {datetime(d.year, d.month, 1 if unit == "month" else d.day, tzinfo=UTC) for d in days}
 
 
@@ -141,6 +147,7 @@ async def store_batch(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> 
         repeated = [d for d in unique if (d.stream, d.message_id) not in new_keys]
         if fresh:
             await _copy_rows(conn, fresh)
+            await conn.execute(_ROLLUP_LOCK_SQL)
             await _add_rollups(conn, fresh)
             # Last: the tail_seq row lock it takes is held until COMMIT (shared/tail.py).
             tail = await record_tail_batches(conn, [d.message for d in fresh if d.message])
@@ -153,36 +160,73 @@ async def _copy_rows(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> N
         copy.set_types(COPY_TYPES)
         for d in deliveries:
             assert d.message is not None
-            tenant = d.message.tenant_id
-            for r in d.message.records:
-                await copy.write_row(
-                    (
-                        r.id, tenant, r.timestamp, r.level, r.service_name, r.message,
-                        r.trace_id, r.span_id, r.user_id, r.request_id, r.metadata,
-                        r.source, r.host, r.environment,
-                    )
-                )  # fmt: skip
+            tenant = (d.message.tenant_id.bytes,)
+            for row in d.message.records:
+                await copy.write_row(row + tenant)
 
 
 async def _add_rollups(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> None:
-    counts: dict[tuple[object, datetime, str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    cells = RollupCells()
     for d in deliveries:
         assert d.message is not None
-        tenant = d.message.tenant_id
-        for r in d.message.records:
-            minute = r.timestamp.replace(second=0, microsecond=0)
-            cell = counts[(tenant, minute, r.service_name, r.level, r.environment or "")]
-            cell[0] += 1
-            cell[1] += record_bytes(r)
-    await conn.execute(_ROLLUP_SQL, rollup_parameters(counts))
+        cells.add(d.message.tenant_id, d.message.records)
+    await conn.execute(_ROLLUP_SQL, cells.parameters())
 
 
-def rollup_parameters(
-    counts: Mapping[tuple[object, datetime, str, int, str], list[int]],
-) -> tuple[str]:
-    """The parameter of the rollup upsert: cells (tenant, minute, service, level,
-    environment) -> [count, bytes], as one JSON array."""
-    return (msgspec.json.encode([(*key, *cell) for key, cell in counts.items()]).decode(),)
+class RollupCells:
+    """Counts and bytes per (tenant, minute, service, level, environment) cell.
+
+    Runs once per stored row, so it is written for speed: the minute is kept as Unix
+    minutes (an int, not a datetime: `replace()` cost more than the rest of the loop) and
+    the row's size is summed inline.
+    """
+
+    def __init__(self) -> None:
+        self._cells: dict[tuple[uuid.UUID, int, str, int, str], list[int]] = {}
+
+    def add(self, tenant: uuid.UUID, rows: Iterable[StoredRow]) -> None:
+        cells = self._cells
+        for r in rows:
+            (_, timestamp, level, service, message, trace_id, span_id, user_id, request_id,
+             metadata, source, host, environment) = r  # fmt: skip
+            key = (tenant, int(timestamp.timestamp()) // 60, service, level, environment or "")
+            # Approximate stored size: 44 bytes of fixed-width columns, then the text
+            # and JSON.
+            size = 44 + len(service) + len(message)
+            if metadata:
+                size += len(metadata)
+            if trace_id:
+                size += len(trace_id)
+            if span_id:
+                size += len(span_id)
+            if user_id:
+                size += len(user_id)
+            if request_id:
+                size += len(request_id)
+            if source:
+                size += len(source)
+            if host:
+                size += len(host)
+            if environment:
+                size += len(environment)
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [1, size]
+            else:
+                cell[0] += 1
+                cell[1] += size
+
+    def parameters(self) -> tuple[str]:
+        """The parameter of the rollup upsert: every cell as [tenant, minute (Unix
+        seconds), service, level, environment, count, bytes], in one JSON array."""
+        return (
+            _json.encode(
+                [
+                    (tenant, minute * 60, service, level, env, *cell)
+                    for (tenant, minute, service, level, env), cell in self._cells.items()
+                ]
+            ).decode(),
+        )
 
 
 def is_data_error(exc: BaseException) -> bool:
