@@ -229,7 +229,7 @@ def to_record(
         entry.span_id or None,
         entry.user_id or None,
         entry.request_id or None,
-        _metadata_json(entry.metadata, limits) if entry.metadata else None,
+        _metadata_json(entry.metadata, limits, may_hold_nul) if entry.metadata else None,
         entry.source or None,
         entry.host or None,
         entry.environment or None,
@@ -243,7 +243,7 @@ def _check_text(name: str, value: str | None) -> None:
         raise EntryRejected(name, "must not contain NUL characters")
 
 
-def _metadata_json(metadata: dict[str, Any], limits: Limits) -> bytes:
+def _metadata_json(metadata: dict[str, Any], limits: Limits, may_hold_nul: bool = True) -> bytes:
     if len(metadata) > limits.max_metadata_keys:
         raise EntryRejected("metadata", f"more than {limits.max_metadata_keys} keys")
     encoded = _json_encoder.encode(metadata)
@@ -251,7 +251,7 @@ def _metadata_json(metadata: dict[str, Any], limits: Limits) -> bytes:
     # always escaped as \u0000 in JSON text. Only a suspect value is walked, to name the
     # offending field precisely.
     brackets = encoded.count(b"{") + encoded.count(b"[")
-    if brackets > limits.max_metadata_depth or b"\\u0000" in encoded:
+    if brackets > limits.max_metadata_depth or (may_hold_nul and b"\\u0000" in encoded):
         _check_json_value(metadata, 1, limits.max_metadata_depth, "metadata")
     if len(encoded) > limits.max_metadata_bytes:
         raise EntryRejected("metadata", f"larger than {limits.max_metadata_bytes} bytes as JSON")
