@@ -1,16 +1,16 @@
 """`make bench-ingest`: sustained end-to-end ingest against raw COPY, measured in one run.
 
 For each variant (writer processes x WRITER_BATCH_ROWS x gateway processes) a fresh
-database and key prefix get real gateway and writer subprocesses; concurrent HTTP
-clients in this process send pre-encoded batches of 1,000 realistic entries
-(../shared/bench/gen_logs.py) and the clock stops when every row is committed, checked
+database and key prefix get real gateway, writer and janitor subprocesses; concurrent
+HTTP clients in this process send pre-encoded batches of 1,000 realistic entries
+(../shared/bench/gen_logs.py, stamped over the 30 seconds before the run) and the clock stops when every row is committed, checked
 by count. The baseline is raw COPY of the same rows into the same schema (a fresh
 database) from one process. Then, at half the best rate, every batch's accepted→committed
 lag is measured: each request has its own tenant, so the writer's inbox row (visible at
 COMMIT) tells when its batch was stored. Figures, not asserts. Databases and keys made
 here are dropped afterwards.
 
-    .venv/bin/python -m bench.ingest [--rows 300000] [--clients 4]
+    .venv/bin/python -m bench.ingest [--rows 300000] [--clients 4] [--spread-seconds 30]
 """
 
 from __future__ import annotations
@@ -45,9 +45,12 @@ from tests.datagen import load_gen_logs
 from tests.processes import Service, free_port, service_env
 
 BATCH = 1000
-# Timestamps spread over the last 10 minutes: a live stream's entries are stamped "now",
-# which decides how many per-minute rollup cells a batch touches.
-SPREAD_DAYS = 10 / 1440
+# A live stream's entries are stamped moments before they are sent: by default the rows
+# are stamped over the 30 seconds before the run, so they arrive for minutes the janitor
+# has not compacted yet (shared/compaction.py). `--spread-seconds 600` stamps them up to
+# 10 minutes back, which sends most through the writer's late path (hourly and daily
+# upserts per batch).
+DEFAULT_SPREAD_SECONDS = 30.0
 COPY_COLUMNS = (
     'id, tenant_id, "timestamp", level, service_name, message, trace_id, span_id, user_id, '
     "request_id, metadata, source, host, environment"
@@ -88,8 +91,9 @@ def _copy_field(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def make_workload(rows: int, seed: int) -> Workload:
-    entries = list(load_gen_logs().generate(rows, seed=seed, days=SPREAD_DAYS, tenants=10))
+def make_workload(rows: int, seed: int, spread_seconds: float = DEFAULT_SPREAD_SECONDS) -> Workload:
+    days = spread_seconds / 86_400
+    entries = list(load_gen_logs().generate(rows, seed=seed, days=days, tenants=10))
     tenants = sorted({e["tenant_id"] for e in entries})
     bodies = []
     copy_lines = io.StringIO()
@@ -370,6 +374,12 @@ def main() -> None:
     parser.add_argument("--lag-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
+        "--spread-seconds",
+        type=float,
+        default=DEFAULT_SPREAD_SECONDS,
+        help="stamp the rows over this many seconds before the run",
+    )
+    parser.add_argument(
         "--variants",
         default="1x5000x1,2x5000x1,1x20000x1,1x5000x2",
         help="writers x WRITER_BATCH_ROWS x gateways, comma-separated",
@@ -384,7 +394,7 @@ def main() -> None:
         log_level="warning",
     )
     print(f"generating {args.rows} rows ...", flush=True)
-    workload = make_workload(args.rows, args.seed)
+    workload = make_workload(args.rows, args.seed, args.spread_seconds)
     body_mb = sum(len(b) for _, b in workload.bodies) / 1e6
     print(f"{workload.rows} rows in batches of {BATCH} ({body_mb:.0f} MB of JSON)")
 

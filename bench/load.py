@@ -33,6 +33,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
 from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
+from shared.compaction import compact
 from shared.migrate import migrate
 from shared.model import Level, StoredRow
 from shared.settings import Settings
@@ -348,6 +349,8 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
     built = build_search_indexes(settings, before=_day(datetime.now(UTC)))
     _say(f"search index built on {built} closed day(s)", started)
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        # The rollup watermark where a running janitor keeps it (shared/compaction.py).
+        compact(conn)
         # Visibility map set (index-only scans) and statistics current, as after autovacuum.
         conn.execute("VACUUM (ANALYZE) log_entries")
         conn.execute("VACUUM (ANALYZE) log_counts")
