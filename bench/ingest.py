@@ -3,12 +3,12 @@
 For each variant (writer processes x WRITER_BATCH_ROWS x gateway processes) a fresh
 database and key prefix get real gateway, writer and janitor subprocesses; concurrent
 HTTP clients in this process send pre-encoded batches of 1,000 realistic entries
-(../shared/bench/gen_logs.py, stamped over the 30 seconds before the run) and the clock stops when every row is committed, checked
-by count. The baseline is raw COPY of the same rows into the same schema (a fresh
-database) from one process. Then, at half the best rate, every batch's accepted→committed
-lag is measured: each request has its own tenant, so the writer's inbox row (visible at
-COMMIT) tells when its batch was stored. Figures, not asserts. Databases and keys made
-here are dropped afterwards.
+(../shared/bench/gen_logs.py, stamped over the 30 seconds before the run) and the clock
+stops when every row is committed, checked by count. The baseline is raw COPY of the
+same rows into the same schema (a fresh database) from one process. Then, at half the
+best rate, every batch's accepted→committed lag is measured: each request has its own
+tenant, so the writer's inbox row (visible at COMMIT) tells when its batch was stored.
+Figures, not asserts. Databases and keys made here are dropped afterwards.
 
     .venv/bin/python -m bench.ingest [--rows 300000] [--clients 4] [--spread-seconds 30]
 """
