@@ -147,21 +147,28 @@ async def admin_key(api_settings: Settings) -> str:
     return key
 
 
-@pytest.fixture
-async def writer(settings: Settings) -> AsyncIterator[Writer]:
-    """An in-process writer; tests call `await writer.drain()` to store what is queued."""
+@contextlib.asynccontextmanager
+async def in_process_writer(settings: Settings, name: str = "test-writer") -> AsyncIterator[Writer]:
+    """A Writer with its own pool and Redis client, closed on exit."""
     pool = make_pool(
         settings, name="writer-test", min_size=0, max_size=2, configure=configure_connection
     )
     await pool.open()
     redis = make_redis(settings, blocking=True)
-    consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), "test-writer", 60_000)
+    consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), name, 60_000)
     await consumer.ensure_groups()
     try:
         yield Writer(settings, pool, consumer, partition_unit=settings.partition_interval)
     finally:
         await redis.aclose()
         await pool.close()
+
+
+@pytest.fixture
+async def writer(settings: Settings) -> AsyncIterator[Writer]:
+    """An in-process writer; tests call `await writer.drain()` to store what is queued."""
+    async with in_process_writer(settings) as started:
+        yield started
 
 
 TENANT = uuid.UUID("123e4567-e89b-12d3-a456-426614174000")

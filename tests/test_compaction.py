@@ -15,34 +15,19 @@ import psycopg
 import pytest
 
 from services.janitor.__main__ import compact_once
-from services.writer.__main__ import configure_connection
-from services.writer.consumer import StreamConsumer
 from services.writer.loop import Writer
 from shared import rollups
 from shared.compaction import SETTLE, compact_step, read_watermark
-from shared.db import make_pool
-from shared.redis_conn import make_redis
 from shared.settings import Settings
-from shared.streams import StreamKeys
-from tests.conftest import tenant_headers
+from tests.conftest import in_process_writer, tenant_headers
 from tests.test_stats import iso, rollups_disagree, set_watermark
 
 
 @pytest.fixture
 async def small_batch_writer(settings: Settings) -> AsyncIterator[Writer]:
     """A writer whose transactions hold about 100 rows: many of them to interleave with."""
-    pool = make_pool(
-        settings, name="writer-small", min_size=0, max_size=2, configure=configure_connection
-    )
-    await pool.open()
-    redis = make_redis(settings, blocking=True)
-    consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), "small-writer", 60_000)
-    await consumer.ensure_groups()
-    try:
-        yield Writer(replace(settings, writer_batch_rows=100), pool, consumer)
-    finally:
-        await redis.aclose()
-        await pool.close()
+    async with in_process_writer(replace(settings, writer_batch_rows=100)) as writer:
+        yield writer
 
 
 async def test_compaction_racing_the_writer_counts_every_minute_once(
