@@ -35,12 +35,18 @@ _HOURLY = _ADD_SQL.format(table="log_counts_hourly", column="hour")
 _DAILY = _ADD_SQL.format(table="log_counts_daily", column="day")
 
 
-def read_watermark(conn: psycopg.Connection) -> datetime:
-    row = conn.execute("SELECT compacted_until FROM rollup_watermark").fetchone()
+WATERMARK_SQL = "SELECT compacted_until FROM rollup_watermark"
+
+
+def watermark_of(row: tuple[datetime] | None) -> datetime:
+    """The watermark from WATERMARK_SQL's row (sync or async callers alike)."""
     if row is None:
         raise RuntimeError("rollup_watermark is empty: apply the migrations")
-    watermark: datetime = row[0]
-    return watermark
+    return row[0]
+
+
+def read_watermark(conn: psycopg.Connection) -> datetime:
+    return watermark_of(conn.execute(WATERMARK_SQL).fetchone())
 
 
 def compact_step(conn: psycopg.Connection, now: datetime | None = None) -> datetime | None:

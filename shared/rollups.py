@@ -24,6 +24,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from shared.compaction import WATERMARK_SQL, watermark_of
 from shared.filters import CompiledFilter, where_sql
 from shared.model import Level
 
@@ -210,12 +211,8 @@ def _minutes_table(f: CompiledFilter, dims: Sequence[Dimension]) -> Source:
 
 async def compacted_until(conn: AsyncConnection[Any]) -> datetime:
     """The rollup watermark: hours and days before it are complete in their tables."""
-    cur = await conn.execute("SELECT compacted_until FROM rollup_watermark", prepare=False)
-    row = await cur.fetchone()
-    if row is None:
-        raise RuntimeError("rollup_watermark is empty: apply the migrations")
-    watermark: datetime = row[0]
-    return watermark
+    cur = await conn.execute(WATERMARK_SQL, prepare=False)
+    return watermark_of(await cur.fetchone())
 
 
 def _window(f: CompiledFilter) -> tuple[datetime, datetime]:
