@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from redis import Redis
 
-from shared.ids import uuid7
+from services.gateway.ingest.ids import uuid7
 from shared.migrate import migrate
 from shared.model import Level
 from shared.settings import Settings

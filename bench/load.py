@@ -305,7 +305,7 @@ def attach(settings: Settings, days: list[datetime]) -> None:
 def build_search_indexes(settings: Settings, before: datetime) -> int:
     """What the janitor does for closed days, if this version has a search index."""
     try:
-        from shared.search_index import build_search_index
+        from services.janitor.search_index import build_search_index
     except ImportError:
         return 0
     built = 0

@@ -47,7 +47,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from bench.load import Loaded, add_arguments, from_arguments
-from shared import rollups
+from services.gateway.stats import rollups
 from shared.filters import LogFilter, compile_filter
 
 REPO = Path(__file__).resolve().parents[1]

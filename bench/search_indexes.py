@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from shared.ids import uuid7
+from services.gateway.ingest.ids import uuid7
+from services.janitor.search_index import build_search_index
 from shared.model import Level
-from shared.search_index import build_search_index
 from tests.datagen import load_gen_logs
 
 CORE_SQL = Path(__file__).resolve().parent.parent / "sql" / "0001_core.sql"

@@ -42,9 +42,9 @@ import psycopg
 
 import services.writer.store as store
 from bench.ingest import fresh_database
+from services.gateway.ingest.ids import uuid7
 from services.writer.__main__ import configure_connection
 from services.writer.consumer import Delivery
-from shared.ids import uuid7
 from shared.model import IngestMessage, Level, LogRecord, StoredMessage
 from shared.redis_conn import make_redis
 from shared.settings import Settings

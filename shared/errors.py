@@ -1,7 +1,8 @@
-"""Domain errors with a code each, and the one table that maps them to HTTP.
+"""Domain errors, each with a code and no transport: any service may raise them.
 
-Handlers raise these; the gateway turns them into RFC 9457 problem JSON. A service
-that is not HTTP (writer, janitor) uses the same classes for its own logs.
+The gateway's one table (services/gateway/problems.py) turns each code into an HTTP
+status and RFC 9457 problem JSON; the writer, janitor and evaluator raise and log the
+same classes without knowing HTTP.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ class FieldError(msgspec.Struct, omit_defaults=True):
 
 
 class ServiceError(Exception):
-    """Base class: `code` names the problem type, `status` is its HTTP status."""
+    """Base class: `code` names the problem type (and is its key in the gateway's table).
+
+    `retry_after` (seconds) says when trying again may succeed; `extra` adds members to
+    the problem (e.g. `limit`, `limit_value`)."""
 
     code = "internal"
-    status = 500
-    title = "Internal error"
 
     def __init__(
         self,
@@ -33,55 +35,53 @@ class ServiceError(Exception):
         errors: list[FieldError] | None = None,
         retry_after: int | None = None,
         extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
         self.retry_after = retry_after
         self.extra = extra or {}
-        self.headers = headers or {}
 
 
 class BadRequest(ServiceError):
-    code, status, title = "bad-request", 400, "Bad request"
+    code = "bad-request"
 
 
 class Unauthorized(ServiceError):
-    code, status, title = "unauthorized", 401, "Authentication required"
+    code = "unauthorized"
 
 
 class Forbidden(ServiceError):
-    code, status, title = "forbidden", 403, "Forbidden"
+    code = "forbidden"
 
 
 class NotFound(ServiceError):
-    code, status, title = "not-found", 404, "Not found"
+    code = "not-found"
 
 
 class Conflict(ServiceError):
-    code, status, title = "conflict", 409, "Conflict"
+    code = "conflict"
 
 
 class PayloadTooLarge(ServiceError):
-    code, status, title = "payload-too-large", 413, "Payload too large"
+    code = "payload-too-large"
 
 
 class UnsupportedMediaType(ServiceError):
-    code, status, title = "unsupported-media-type", 415, "Unsupported media type"
+    code = "unsupported-media-type"
 
 
 class ValidationFailed(ServiceError):
-    code, status, title = "validation-failed", 422, "Validation failed"
+    code = "validation-failed"
 
 
 class RateLimited(ServiceError):
-    code, status, title = "rate-limited", 429, "Too many requests"
+    code = "rate-limited"
 
 
 class Unavailable(ServiceError):
-    code, status, title = "unavailable", 503, "Service unavailable"
+    code = "unavailable"
 
 
 class Backpressure(Unavailable):
-    code, title = "backpressure", "Ingest backlog is full"
+    code = "backpressure"

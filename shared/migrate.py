@@ -7,6 +7,7 @@ processes starting together serialise on the lock; the second finds nothing to d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from shared.lifecycle import retry_until_ready
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,15 @@ def migrate(settings: Settings, conninfo: str | None = None) -> list[int]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+async def migrate_when_reachable(settings: Settings, stop: asyncio.Event) -> list[int] | None:
+    """`migrate()` for a process starting: while PostgreSQL does not answer yet (compose
+    starts everything at once), retried with capped backoff. The versions applied by this
+    call, or None when `stop` was set first."""
+    return await retry_until_ready(
+        "PostgreSQL (to apply migrations)", lambda: asyncio.to_thread(migrate, settings), stop
+    )
 
 
 def ensure_partitions_ahead(conn: psycopg.Connection, settings: Settings) -> None:

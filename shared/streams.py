@@ -59,6 +59,18 @@ class StreamKeys:
     def tail_channel(self, tenant: str) -> str:
         return f"{self.prefix}:tail:{tenant}"
 
+    def tail_control(self, gateway: str) -> str:
+        """A gateway's private pub/sub channel (wakes its listener on subscription changes)."""
+        return f"{self.prefix}:tail-control:{gateway}"
+
+    def rate(self, tenant: str) -> str:
+        """The tenant's ingest token buckets."""
+        return f"{self.prefix}:rate:{tenant}"
+
+    def query_cache(self, tenant: str, kind: str, digest: str) -> str:
+        """One cached query answer; tenant and kind in clear, to count or drop them."""
+        return f"{self.prefix}:qcache:{tenant}:{kind}:{digest}"
+
 
 # Atomic admission: a replayed Idempotency-Key returns the first answer; a full shard
 # refuses (the caller answers 503 + Retry-After) instead of queueing what may not fit;

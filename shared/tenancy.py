@@ -168,8 +168,24 @@ async def create_tenant(
                 details={"name": name, "limits": msgspec.to_builtins(limits)},
             )
     except errors.UniqueViolation:
-        raise Conflict(f"a tenant with id {tenant_id} or name {name!r} exists") from None
+        raise await _taken(conn, tenant_id=tenant_id, name=name) from None
     return _tenant(row)
+
+
+async def _taken(conn: AsyncConnection, *, tenant_id: uuid.UUID, name: str) -> Conflict:
+    """The 409 for a tenant that could not be created, naming the tenant in the way (an id
+    generated for this call exists nowhere: quoting it would send the caller looking for
+    a tenant that is not there)."""
+    cur = await conn.execute(
+        "SELECT id, name FROM tenants WHERE name = %s OR id = %s", (name, tenant_id)
+    )
+    reasons = [
+        f"a tenant named {name!r} exists (id {row[0]})"
+        if row[1] == name
+        else f"the id {tenant_id} belongs to the tenant {row[1]!r}"
+        for row in await cur.fetchall()
+    ]
+    return Conflict("; ".join(reasons) or "a tenant with this name or id exists")
 
 
 async def get_tenant(conn: AsyncConnection, tenant_id: uuid.UUID) -> Tenant | None:
@@ -340,8 +356,8 @@ async def storage_quota_bytes(
 
 
 async def first_admin_key(settings: Settings) -> str | None:
-    """The bootstrap admin key when this call made it, for `python -m services` to print
-    once; None when AUTH_MODE is not api_key, ADMIN_API_KEY is set, or one exists."""
+    """The bootstrap admin key when this call made it, for the gateway to print once it
+    serves; None when AUTH_MODE is not api_key, ADMIN_API_KEY is set, or one exists."""
     if settings.auth_mode != "api_key" or settings.admin_api_key:
         return None
     async with await AsyncConnection.connect(settings.postgres_conninfo()) as conn:

@@ -14,8 +14,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from psycopg import AsyncConnection
 
+from services.gateway.admin.cli import main as keys_cli
 from services.gateway.app import create_app
-from services.gateway.keys import main as keys_cli
 from shared.settings import Settings
 from shared.tenancy import SYSTEM_TENANT, ensure_bootstrap_key, first_admin_key
 from tests.keyring import add_key, add_tenant, key_headers

@@ -17,7 +17,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services.gateway.app import create_app
-from shared.cache import Answer, CacheStatus, QueryCache
+from services.gateway.query.cache import Answer, CacheStatus, QueryCache
 from shared.filters import LogFilter
 from shared.settings import Settings
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers

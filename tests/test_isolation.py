@@ -16,8 +16,8 @@ from litestar.testing import AsyncTestClient
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from services.gateway.query.store import get_entry
 from shared.db import READER_ROLE, make_pool, tenant_scope
-from shared.logstore import get_entry
 from tests.keyring import add_key, add_tenant, key_headers
 from tests.routes import Endpoint, endpoints, needs_caller
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,8 +30,10 @@ from shared.migrate import migrate, migration_files
 from shared.redis_conn import make_redis
 from shared.settings import Settings
 from shared.streams import StreamKeys
+from shared.supervision import EXIT_CANNOT_LISTEN
 from tests.conftest import drop_database, drop_keys, tenant_headers
 from tests.polling import wait_until
+from tests.private_services import PrivatePostgres
 from tests.processes import REPO, Service, free_port, service_env
 
 SEED_CURL_BODY = {"service_name": "my-service", "level": "INFO", "message": "Hello World"}
@@ -249,3 +252,141 @@ async def test_run_command_serves_stores_and_stops_on_ctrl_c(base_settings, tmp_
     finally:
         drop_database(base_settings, config.postgres_db)
         drop_keys(config)
+
+
+KEY_LINE = "bootstrap admin API key, shown this once"
+
+
+def _printed_key(output: str) -> str | None:
+    """The bootstrap admin key a process printed, if it did."""
+    lines = [line for line in output.splitlines() if KEY_LINE in line]
+    return lines[-1].rsplit(" ", 1)[1] if lines else None
+
+
+async def _answers(http: httpx.AsyncClient, process: Service, path: str) -> bool:
+    assert process.running(), process.output()[-3000:]
+    try:
+        return (await http.get(path)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _bootstrap_keys(settings: Settings) -> int:
+    with psycopg.connect(settings.postgres_conninfo()) as conn:
+        row = conn.execute("SELECT count(*) FROM api_keys WHERE bootstrap").fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("module", ["services", "services.gateway"])
+def test_port_in_use_stops_at_once_naming_it_and_makes_no_key(settings, tmp_path, module) -> None:
+    """`make run` on a port another instance holds: a non-zero exit naming the port and
+    SERVER_PORT, not "listening", not a key that would then be tried on the other one."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = replace(settings, server_port=port, auth_mode="api_key")
+        with Service(module, service_env(config), tmp_path) as process:
+            code = process.wait(60)
+            output = process.output()
+    assert code == EXIT_CANNOT_LISTEN, output
+    assert f"port {port} on 127.0.0.1 is already in use" in output
+    assert "SERVER_PORT" in output
+    assert "listening on" not in output
+    assert KEY_LINE not in output and "mlk_" not in output
+    assert _bootstrap_keys(config) == 0
+
+
+@pytest.mark.parametrize(
+    "module", ["services.gateway", "services.writer", "services.evaluator", "services.janitor"]
+)
+async def test_each_process_started_alone_applies_the_migrations(
+    empty_database, tmp_path, module
+) -> None:
+    """As compose starts them: each on its own brings a new database up to date."""
+    config = replace(
+        empty_database,
+        server_port=free_port(),
+        redis_key_prefix=f"test-alone-{uuid.uuid4().hex[:12]}",
+        auth_mode="trusted_header",
+    )
+    every_version = [v for v, _ in migration_files()]
+    try:
+        with (
+            Service(module, service_env(config), tmp_path) as process,
+            psycopg.connect(config.postgres_conninfo(), autocommit=True) as db,
+        ):
+
+            def migrated() -> bool:
+                assert process.running(), process.output()[-3000:]
+                try:
+                    rows = db.execute("SELECT version FROM schema_migrations ORDER BY 1")
+                except psycopg.errors.UndefinedTable:
+                    return False
+                return [r[0] for r in rows] == every_version
+
+            await wait_until(migrated, within=60, what=f"{module} to apply the migrations")
+    finally:
+        drop_keys(config)
+
+
+async def test_gateway_alone_serves_before_postgres_then_prints_a_working_admin_key_once(
+    base_settings, tmp_path
+) -> None:
+    """Compose's case, PostgreSQL late: the gateway serves at once (ingest needs only
+    Redis), then migrates the new database and prints a bootstrap admin key that works."""
+    postgres = PrivatePostgres()  # initialised, not started yet
+    port = free_port()
+    config = replace(
+        base_settings,
+        postgres_host="127.0.0.1",
+        postgres_port=postgres.port,
+        postgres_user="postgres",
+        postgres_password="",
+        postgres_db="postgres",
+        redis_key_prefix=f"test-late-{uuid.uuid4().hex[:12]}",
+        server_port=port,
+        auth_mode="api_key",
+    )
+    try:
+        with Service("services.gateway", service_env(config), tmp_path) as gateway:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                await wait_until(
+                    lambda: _answers(http, gateway, "/live"), within=60, what="the gateway"
+                )
+                assert KEY_LINE not in gateway.output()
+                postgres.start()
+                key = await wait_until(
+                    lambda: _printed_key(gateway.output()), within=60, what="the admin key"
+                )
+                tenants = await http.get(
+                    "/api/v1/admin/tenants", headers={"Authorization": f"Bearer {key}"}
+                )
+                assert tenants.status_code == 200, tenants.text
+            assert gateway.output().count(KEY_LINE) == 1
+            assert _bootstrap_keys(config) == 1
+    finally:
+        postgres.remove()
+        drop_keys(config)
+
+
+async def test_run_command_prints_the_admin_key_once_and_it_works(settings, tmp_path) -> None:
+    """Under `python -m services` the gateway prints the key (the supervisor no longer
+    does): once, and it is a working admin key."""
+    port = free_port()
+    config = replace(settings, server_port=port, auth_mode="api_key")
+    with Service("services", service_env(config), tmp_path) as supervisor:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            await wait_until(
+                lambda: "[minisource] listening on" in supervisor.output(),
+                within=60,
+                what="listening",
+            )
+            key = await wait_until(
+                lambda: _printed_key(supervisor.output()), within=60, what="the admin key"
+            )
+            tenants = await http.get(
+                "/api/v1/admin/tenants", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert tenants.status_code == 200, tenants.text
+        os.killpg(supervisor.pid, signal.SIGINT)
+        assert supervisor.wait(30) == 0, supervisor.output()
+        assert supervisor.output().count(KEY_LINE) == 1

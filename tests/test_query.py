@@ -4,6 +4,7 @@ the trace/request/id lookups, tenant scoping, time handling and the store's prot
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,9 +13,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from services.gateway.query_guard import QueryGuard
+from services.gateway.problems import status_of
+from services.gateway.query.cache import QueryCache
+from services.gateway.query.guard import QueryGuard
 from services.writer.loop import Writer
-from shared.cache import QueryCache
 from shared.db import make_pool
 from shared.errors import Unavailable
 from shared.settings import Settings
@@ -229,7 +231,9 @@ async def test_sort_asc_is_oldest_first(client: AsyncTestClient, dataset: dict[s
     response = await client.post(
         "/api/v1/logs/query", json={"sort": "up"}, headers=tenant_headers()
     )
-    assert response.status_code == 400
+    # A bad body field is 422 naming it, as ingest answers (issue 16: one error table).
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "sort"
 
 
 async def test_entry_by_id_is_found_only_by_its_tenant(
@@ -381,7 +385,8 @@ async def test_closed_range_is_cached_and_a_dead_cache_still_answers(
         ingest_lag=timedelta(minutes=2),
         timeout=0.2,
     )
-    client.app.state.query_cache = dead
+    gateway = client.app.state["gateway"]
+    client.app.state["gateway"] = dataclasses.replace(gateway, query_cache=dead)
     third = await client.get(query, headers=tenant_headers())
     assert third.status_code == 200 and third.headers["x-cache"] == "off"
     assert third.json() == first.json()
@@ -392,12 +397,12 @@ async def test_slow_query_is_stopped_with_advice(settings: Settings) -> None:
     pool = make_pool(settings, name="guard-test", min_size=0, max_size=2)
     await pool.open()
     try:
-        guard = QueryGuard(concurrency=1, queue_wait_ms=50, timeout_ms=100)
+        guard = QueryGuard(pool, concurrency=1, queue_wait_ms=50, timeout_ms=100)
         with pytest.raises(Unavailable, match="narrow the time range"):
-            async with guard.read(pool, TENANT) as conn:
+            async with guard.read(TENANT) as conn:
                 await conn.execute("SELECT pg_sleep(2)")
         # The slot was given back: the next query runs.
-        async with guard.read(pool, TENANT) as conn:
+        async with guard.read(TENANT) as conn:
             await conn.execute("SELECT 1")
     finally:
         await pool.close()
@@ -407,21 +412,21 @@ async def test_queries_beyond_the_concurrency_limit_get_503(settings: Settings) 
     pool = make_pool(settings, name="guard-test", min_size=0, max_size=2)
     await pool.open()
     try:
-        guard = QueryGuard(concurrency=1, queue_wait_ms=50, timeout_ms=5000)
+        guard = QueryGuard(pool, concurrency=1, queue_wait_ms=50, timeout_ms=5000)
         holding = asyncio.Event()
         release = asyncio.Event()
 
         async def hold() -> None:
-            async with guard.read(pool, TENANT):
+            async with guard.read(TENANT):
                 holding.set()
                 await release.wait()
 
         task = asyncio.create_task(hold())
         await holding.wait()
         with pytest.raises(Unavailable, match="QUERY_CONCURRENCY") as raised:
-            async with guard.read(pool, TENANT):
+            async with guard.read(TENANT):
                 pass
-        assert raised.value.status == 503 and raised.value.retry_after == 1
+        assert status_of(raised.value) == 503 and raised.value.retry_after == 1
         release.set()
         await task
     finally:

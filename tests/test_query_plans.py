@@ -19,12 +19,17 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from services.gateway.ingest.ids import uuid7
+from services.gateway.query.store import (
+    Statement,
+    count_statement,
+    entries_statement,
+    entry_statement,
+)
+from services.janitor.search_index import build_search_index
 from shared.db import make_pool, tenant_scope
 from shared.filters import LogFilter, compile_filter
-from shared.ids import uuid7
-from shared.logstore import Statement, count_statement, entries_statement, entry_statement
 from shared.model import Level
-from shared.search_index import build_search_index
 from shared.settings import Settings
 from tests.conftest import clone_database, drop_database
 from tests.datagen import load_gen_logs

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from shared.search_index import INDEX_SUFFIX, build_search_index
+from services.janitor.search_index import INDEX_SUFFIX, build_search_index
 
 
 def indexed(db: psycopg.Connection) -> set[str]:

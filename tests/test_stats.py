@@ -14,7 +14,7 @@ import msgspec
 import psycopg
 import pytest
 
-from shared import rollups
+from services.gateway.stats import rollups
 from shared.compaction import SETTLE, compact_step
 from shared.filters import LogFilter, compile_filter, matches
 from shared.model import LEVEL_NAMES, Level

@@ -25,11 +25,12 @@ import pytest
 from services.writer.__main__ import configure_connection
 from services.writer.consumer import StreamConsumer
 from services.writer.loop import Writer
+from services.writer.tail import TailPublisher, record_tail_batches
 from shared.db import make_pool
 from shared.redis_conn import make_redis
 from shared.settings import Settings
 from shared.streams import StreamKeys
-from shared.tail import TailPublisher, prune_tail_batches, record_tail_batches
+from shared.tail import prune_tail_batches
 from tests.conftest import clone_database, drop_database, drop_keys
 from tests.polling import wait_until
 from tests.processes import Service, free_port, service_env
@@ -514,6 +515,8 @@ async def test_one_tenants_commits_are_numbered_in_commit_order_without_gaps(
     first = await psycopg.AsyncConnection.connect(settings.postgres_conninfo())
     second = await psycopg.AsyncConnection.connect(settings.postgres_conninfo())
     async with first, second:
+        for conn in (first, second):
+            await configure_connection(conn)  # as the writer's pool does
         async with first.transaction():
             assert [b.seq for b in await record_tail_batches(first, [message()])] == [1]
             # A concurrent commit of the same tenant waits for this one to commit.

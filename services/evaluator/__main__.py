@@ -1,8 +1,9 @@
 """`python -m services.evaluator`: the alert evaluator's process.
 
 Alert rules, their evaluation and notifications arrive with the alerting issue; until
-then this process only holds its place in the deployment: it starts, says it has no
-rules to evaluate, and stops cleanly on SIGTERM.
+then this process only holds its place in the deployment: it starts, applies the
+migrations (as every process does), says it has no rules to evaluate, and stops cleanly
+on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import sys
 
 from shared.lifecycle import stop_on_signals
 from shared.logsetup import configure_logging
+from shared.migrate import migrate_when_reachable
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger("evaluator")
 
 
-async def run() -> None:
+async def run(settings: Settings) -> None:
     stop = stop_on_signals()
+    if await migrate_when_reachable(settings, stop) is None:
+        return
     log.info("evaluator started (idle: alert evaluation is not part of this version)")
     await stop.wait()
     log.info("evaluator stopped")
@@ -31,7 +35,7 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(str(exc))
     configure_logging(settings, "evaluator")
-    asyncio.run(run())
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

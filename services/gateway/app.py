@@ -2,74 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from services.gateway import auth, health, limits, openapi_errors, query, stream
-from services.gateway.admin import AdminController
-from services.gateway.ingest import IngestController
+from services.gateway import auth, health, openapi
+from services.gateway.admin.routes import AdminController
+from services.gateway.content_type import json_body_guard
+from services.gateway.ingest.routes import IngestController
 from services.gateway.problems import (
     http_exception_handler,
     internal_error_handler,
     recursion_error_handler,
     service_error_handler,
 )
-from services.gateway.query import QueryController
-from services.gateway.stats import StatsController
-from shared.cache import QueryCache
-from shared.db import make_pool
+from services.gateway.query.concurrency import QueryConcurrencyMiddleware
+from services.gateway.query.routes import QueryController, list_logs
+from services.gateway.state import lifespan, provide_state
+from services.gateway.stats.routes import StatsController
+from services.gateway.tail.routes import StreamController
 from shared.errors import ServiceError
-from shared.redis_conn import make_redis
 from shared.settings import Settings
-from shared.streams import Enqueuer
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
-
-    @asynccontextmanager
-    async def resources(app: Litestar) -> AsyncIterator[None]:
-        pool = make_pool(settings, name="gateway")
-        # wait=False: ingest needs only Redis, so the gateway starts (and accepts) while
-        # PostgreSQL is still coming up; queries wait for a connection.
-        await pool.open(wait=False)
-        redis = make_redis(settings)
-        # The query cache has its own Redis client with short timeouts (shared/cache.py).
-        query_cache = QueryCache.from_settings(settings)
-        app.state.update(
-            pool=pool, redis=redis, enqueuer=Enqueuer(redis, settings), query_cache=query_cache
-        )
-        try:
-            yield
-        finally:
-            await query_cache.aclose()
-            await redis.aclose()
-            await pool.close()
-
     return Litestar(
         route_handlers=[
             IngestController,
             AdminController,
             QueryController,
-            # After IngestController: it shares the path /api/v1/logs (see query.py).
-            query.list_logs,
+            # After IngestController: it shares the path /api/v1/logs (see query/routes.py).
+            list_logs,
             StatsController,
-            stream.StreamController,
+            StreamController,
             health.health,
             health.ready,
             health.live,
         ],
-        # auth and limits read the pool and Redis opened by `resources`: they come after.
-        lifespan=[resources, auth.lifespan, limits.lifespan, query.lifespan, stream.lifespan],
-        middleware=[limits.QueryConcurrencyMiddleware()],
-        guards=[auth.scope_guard],
-        state=State({"settings": settings}),
+        lifespan=[lifespan(settings)],
+        dependencies={"gateway": Provide(provide_state, sync_to_thread=False)},
+        middleware=[QueryConcurrencyMiddleware()],
+        # Authentication first: a caller without the scope learns nothing from the body.
+        guards=[auth.scope_guard, json_body_guard],
         exception_handlers={
             ServiceError: service_error_handler,
             HTTPException: http_exception_handler,
@@ -85,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=auth.OPENAPI_COMPONENTS,
         ),
         # Errors are problem JSON: the document says so for every operation.
-        on_startup=[openapi_errors.document_problems],
+        on_startup=[openapi.document_problems],
         debug=False,
         # Our processes log JSON lines through the root logger (shared/logsetup.py).
         logging_config=None,

@@ -10,7 +10,7 @@ needs; storage functions take `caller.tenant_id` explicitly.
 - `AUTH_MODE=trusted_header` (the seed's behaviour, for deployments behind a gateway that
   authenticates): the tenant is `X-Tenant-ID` and every scope is granted.
 
-Keys are looked up through `Directory`, cached AUTH_CACHE_SECONDS: a revoked key stops
+Keys are looked up through `Credentials`, cached AUTH_CACHE_SECONDS: a revoked key stops
 working within that delay in every gateway (at once in the one that revoked it).
 """
 
@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from services.gateway.directory import Directory
+from services.gateway.credentials import Credentials
+from services.gateway.state import state_of
 from shared.apikeys import key_digest
 from shared.audit import Actor, ActorKind
 from shared.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from shared.settings import Settings
 from shared.tenancy import SCOPES, SYSTEM_TENANT, Scope
 
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
@@ -62,7 +60,6 @@ OPENAPI_COMPONENTS = Components(
 OPENAPI_SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"apiKey": []}, {"tenantHeader": []}]
 # A header longer than any key we issue is refused before it is hashed.
 _MAX_KEY_LENGTH = 256
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="minisource-log"'}
 _MEMO = "minisource.caller"
 
 
@@ -81,13 +78,6 @@ class Caller:
     def actor(self) -> Actor:
         """The caller as the audit trail records it."""
         return Actor(kind=self.via, key_id=self.key_id, tenant_id=self.tenant_id)
-
-
-@asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Adds the key and tenant directory to the app state (after the pool exists)."""
-    app.state.directory = Directory(app.state.pool, app.state.settings)
-    yield
 
 
 # The API's convention: what a path needs, whatever its handler. Checked by `scope_guard`
@@ -144,7 +134,8 @@ async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
 
 
 async def _authenticate(request: Request[Any, Any, Any]) -> Caller:
-    settings: Settings = request.app.state.settings
+    state = state_of(request)
+    settings = state.settings
     if settings.auth_mode == "trusted_header":
         tenant = tenant_from_header(request)
         if tenant is None:
@@ -156,14 +147,13 @@ async def _authenticate(request: Request[Any, Any, Any]) -> Caller:
     ):
         caller = Caller(tenant_id=SYSTEM_TENANT, scopes=ALL_SCOPES, via="admin_api_key")
     else:
-        directory: Directory = request.app.state.directory
-        grant = await directory.key(key_digest(key))
+        grant = await state.credentials.key(key_digest(key))
         if grant is None:
-            raise Unauthorized("the API key is unknown or revoked", headers=_CHALLENGE)
+            raise Unauthorized("the API key is unknown or revoked")
         caller = Caller(
             tenant_id=grant.tenant_id, scopes=grant.scopes, key_id=grant.key_id, via="api_key"
         )
-    return await _acting_for(request, caller)
+    return await _acting_for(request, caller, state.credentials)
 
 
 def _presented_key(request: Request[Any, Any, Any]) -> str:
@@ -173,9 +163,7 @@ def _presented_key(request: Request[Any, Any, Any]) -> str:
     if authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthorized(
-                "use Authorization: Bearer <key> (or X-API-Key: <key>)", headers=_CHALLENGE
-            )
+            raise Unauthorized("use Authorization: Bearer <key> (or X-API-Key: <key>)")
         bearer = value.strip()
     if bearer and header_key and bearer != header_key:
         raise BadRequest("Authorization and X-API-Key carry different keys; send one")
@@ -183,14 +171,15 @@ def _presented_key(request: Request[Any, Any, Any]) -> str:
     if not key:
         raise Unauthorized(
             "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
-            headers=_CHALLENGE,
         )
     if len(key) > _MAX_KEY_LENGTH:
-        raise Unauthorized("the API key is unknown or revoked", headers=_CHALLENGE)
+        raise Unauthorized("the API key is unknown or revoked")
     return key
 
 
-async def _acting_for(request: Request[Any, Any, Any], caller: Caller) -> Caller:
+async def _acting_for(
+    request: Request[Any, Any, Any], caller: Caller, credentials: Credentials
+) -> Caller:
     """Honour X-Tenant-ID: the key's own tenant, or any existing tenant for an admin key."""
     wanted = tenant_from_header(request)
     if wanted is None or wanted == caller.tenant_id:
@@ -200,7 +189,6 @@ async def _acting_for(request: Request[Any, Any, Any], caller: Caller) -> Caller
             "X-Tenant-ID names another tenant than the API key's; only admin keys may act "
             "for another tenant"
         )
-    directory: Directory = request.app.state.directory
-    if await directory.tenant(wanted) is None:
+    if await credentials.tenant(wanted) is None:
         raise NotFound(f"no tenant {wanted}")
     return Caller(tenant_id=wanted, scopes=caller.scopes, key_id=caller.key_id, via=caller.via)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
+from litestar.di import NamedDependency
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
+
+from services.gateway.state import GatewayState
 
 _CHECK_TIMEOUT = 2.0
 
@@ -36,22 +38,22 @@ async def _redis_ok(redis: Redis) -> bool:
         return False
 
 
-async def check(request: Request[Any, Any, Any]) -> Health:
-    state = request.app.state
-    pg, rd = await asyncio.gather(_postgres_ok(state.pool), _redis_ok(state.redis))
-    status = "ok" if pg and rd and not state.get("draining") else "unavailable"
+async def check(gateway: GatewayState) -> Health:
+    """Each dependency's state; "unavailable" also while draining (after SIGTERM)."""
+    pg, rd = await asyncio.gather(_postgres_ok(gateway.pool), _redis_ok(gateway.redis))
+    status = "ok" if pg and rd and not gateway.draining.on else "unavailable"
     return Health(status=status, postgres="ok" if pg else "down", redis="ok" if rd else "down")
 
 
 @get("/health", summary="Health of the gateway and its dependencies", tags=["health"])
-async def health(request: Request[Any, Any, Any]) -> Health:
+async def health(gateway: NamedDependency[GatewayState]) -> Health:
     """Always 200 while the process serves; the body tells each dependency's state."""
-    return await check(request)
+    return await check(gateway)
 
 
 @get("/ready", summary="Readiness: 503 unless PostgreSQL and Redis answer", tags=["health"])
-async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
-    result = await check(request)
+async def ready(gateway: NamedDependency[GatewayState]) -> Response[Health]:
+    result = await check(gateway)
     return Response(result, status_code=200 if result.status == "ok" else 503)
 
 

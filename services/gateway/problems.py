@@ -1,12 +1,22 @@
-"""Every error response is RFC 9457 problem JSON; nothing internal reaches a client."""
+"""Every error response is RFC 9457 problem JSON; nothing internal reaches a client.
+
+`PROBLEMS` is the one table from a domain error's code (shared/errors.py) to its HTTP
+status and title. Litestar's own errors (unknown route, wrong method, a parameter or
+body that does not fit its type, a body over MAX_BODY_BYTES) are mapped to the same
+codes, so every route answers the same problem for the same mistake.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -17,21 +27,58 @@ log = logging.getLogger("gateway.errors")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    status: int
+    title: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+PROBLEMS: dict[str, Problem] = {
+    "bad-request": Problem(400, "Bad request"),
+    # RFC 9110: a 401 names the scheme to authenticate with.
+    "unauthorized": Problem(
+        401, "Authentication required", {"WWW-Authenticate": 'Bearer realm="minisource-log"'}
+    ),
+    "forbidden": Problem(403, "Forbidden"),
+    "not-found": Problem(404, "Not found"),
+    "method-not-allowed": Problem(405, "Method not allowed"),
+    "conflict": Problem(409, "Conflict"),
+    "payload-too-large": Problem(413, "Payload too large"),
+    "unsupported-media-type": Problem(415, "Unsupported media type"),
+    "validation-failed": Problem(422, "Validation failed"),
+    "rate-limited": Problem(429, "Too many requests"),
+    "internal": Problem(500, "Internal error"),
+    "unavailable": Problem(503, "Service unavailable"),
+    "backpressure": Problem(503, "Ingest backlog is full"),
+}
+_CODE_BY_STATUS = {p.status: code for code, p in reversed(PROBLEMS.items())}
+
+
+def problem_of(code: str) -> Problem:
+    return PROBLEMS.get(code, PROBLEMS["internal"])
+
+
+def status_of(error: ServiceError) -> int:
+    """The HTTP status a domain error is answered with."""
+    return problem_of(error.code).status
+
+
 def problem_response(
-    status: int,
-    title: str,
+    code: str,
     detail: str,
     *,
-    code: str,
     instance: str | None = None,
     errors: list[FieldError] | None = None,
+    retry_after: int | None = None,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response[bytes]:
+    problem = problem_of(code)
     body: dict[str, Any] = {
         "type": f"https://minisource.dev/problems/{code}",
-        "title": title,
-        "status": status,
+        "title": problem.title,
+        "status": problem.status,
         "detail": detail,
     }
     if instance:
@@ -40,52 +87,111 @@ def problem_response(
         body["errors"] = errors
     if extra:
         body.update(extra)
+    all_headers = {**problem.headers, **(headers or {})}
+    if retry_after is not None:
+        all_headers["Retry-After"] = str(retry_after)
     return Response(
         content=msgspec.json.encode(body),
-        status_code=status,
+        status_code=problem.status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers=all_headers or None,
     )
 
 
 def service_error_handler(request: Request[Any, Any, Any], exc: ServiceError) -> Response[bytes]:
-    headers = dict(exc.headers)
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
     return problem_response(
-        exc.status,
-        exc.title,
+        exc.code,
         exc.detail,
-        code=exc.code,
         instance=request.url.path,
         errors=exc.errors,
-        headers=headers or None,
+        retry_after=exc.retry_after,
         extra=exc.extra,
     )
 
 
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Litestar's own errors (unknown route, wrong method, bad parameter) as problems."""
-    errors: list[FieldError] = []
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        for item in exc.extra:
-            if isinstance(item, dict):
-                errors.append(
-                    FieldError(field=str(item.get("key", "")), reason=str(item.get("message", "")))
-                )
+    if isinstance(exc, ValidationException):
+        return _validation_problem(request, exc)
     status = exc.status_code
-    code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
-        status, "bad-request" if status < 500 else "internal"
-    )
+    code = _CODE_BY_STATUS.get(status, "bad-request" if status < 500 else "internal")
+    detail = str(exc.detail)
+    if code == "payload-too-large":
+        detail = "the request body is larger than the limit (MAX_BODY_BYTES)"
+    return problem_response(code, detail, instance=request.url.path, headers=exc.headers)
+
+
+# Litestar reports a body that does not fit as one message about `data`, with the path
+# msgspec named (" - at `$.data.sort`") left only in the exception's cause.
+_BODY_PATH = re.compile(r" - at `\$\.data\.?([^`]*)`")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+def _validation_problem(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[bytes]:
+    """A body field that does not fit: 422 naming the field, as ingest answers a bad
+    entry. A body that is not JSON, and a bad query or path parameter: 400 naming it."""
+    errors: list[FieldError] = []
+    body_fields = False
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key, message = str(item.get("key", "")), str(item.get("message", ""))
+        if item.get("source") == "body" or key == "data":
+            if key == "data" and message == "'data'":
+                return problem_response(
+                    "bad-request",
+                    "the request body is empty; send a JSON object",
+                    instance=request.url.path,
+                )
+            key = _body_field(message, str(exc.__cause__ or ""))
+            message += _allowed_values(request, key)
+            body_fields = True
+        errors.append(FieldError(field=key or "$", reason=message))
+    if not errors:
+        return problem_response("bad-request", str(exc.detail), instance=request.url.path)
+    named = ", ".join(e.field for e in errors)
     return problem_response(
-        status,
-        _TITLES.get(status, "Error"),
-        str(exc.detail),
-        code=code,
+        "validation-failed" if body_fields else "bad-request",
+        f"invalid value for {named}: {errors[0].reason}",
         instance=request.url.path,
         errors=errors,
-        headers=exc.headers,
     )
+
+
+def _body_field(message: str, cause: str) -> str:
+    """The body field a message is about, as a dotted path ("$" for the whole body)."""
+    at = _BODY_PATH.search(cause)
+    path = at.group(1) if at else ""
+    named = _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return path or "$"
+
+
+def _allowed_values(request: Request[Any, Any, Any], field: str) -> str:
+    """ "; one of …" for a body field that takes a fixed set of values (interval, sort),
+    read from the handler's body type: the message names what would have been valid."""
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if data is None or "." in field:
+        return ""
+    with contextlib.suppress(TypeError, ValueError):
+        info = msgspec.inspect.type_info(data.annotation)
+        for f in getattr(info, "fields", ()):
+            if f.encode_name == field and isinstance(f.type, msgspec.inspect.LiteralType):
+                return "; one of " + ", ".join(map(str, f.type.values))
+            if f.encode_name == field and isinstance(f.type, msgspec.inspect.UnionType):
+                values = [
+                    v
+                    for t in f.type.types
+                    if isinstance(t, msgspec.inspect.LiteralType)
+                    for v in t.values
+                ]
+                if values:
+                    return "; one of " + ", ".join(map(str, values))
+    return ""
 
 
 def recursion_error_handler(
@@ -97,11 +203,7 @@ def recursion_error_handler(
     if "while deserializing" not in str(exc):
         return internal_error_handler(request, exc)
     return problem_response(
-        400,
-        _TITLES[400],
-        "the JSON is nested too deeply",
-        code="bad-request",
-        instance=request.url.path,
+        "bad-request", "the JSON is nested too deeply", instance=request.url.path
     )
 
 
@@ -110,24 +212,8 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     correlation_id = str(uuid.uuid4())
     log.exception("unhandled error %s on %s %s", correlation_id, request.method, request.url.path)
     return problem_response(
-        500,
-        "Internal error",
+        "internal",
         f"An unexpected error occurred; quote correlation id {correlation_id}.",
-        code="internal",
         instance=request.url.path,
         extra={"correlation_id": correlation_id},
     )
-
-
-_TITLES = {
-    400: "Bad request",
-    401: "Authentication required",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Payload too large",
-    415: "Unsupported media type",
-    422: "Validation failed",
-    429: "Too many requests",
-    503: "Service unavailable",
-}

@@ -1,8 +1,9 @@
 """`python -m services.janitor`: the housekeeping loop, one active janitor at a time.
 
-Each run (every JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old
-enough that their stream messages can no longer be redelivered, prunes live-tail resume
-records past TAIL_RESUME_WINDOW, and builds the search index of one closed day. Retention,
+At start it applies the migrations (as every process does). Each run (every
+JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old enough that their
+stream messages can no longer be redelivered, prunes live-tail resume records past
+TAIL_RESUME_WINDOW, and builds the search index of one closed day. Retention,
 size quotas and archiving are added here by the retention issue. Beside it, every
 ROLLUP_COMPACT_INTERVAL, settled minutes are compacted into the hourly and daily rollups
 (shared/compaction.py); that step is safe to run from several janitors at once.
@@ -17,12 +18,12 @@ from collections.abc import Callable
 
 import psycopg
 
+from services.janitor.search_index import build_search_index
 from shared.compaction import compact
 from shared.db import delete_older_than
 from shared.lifecycle import sleep_or_stop, stop_on_signals
 from shared.logsetup import configure_logging
-from shared.migrate import ensure_partitions_ahead
-from shared.search_index import build_search_index
+from shared.migrate import ensure_partitions_ahead, migrate_when_reachable
 from shared.settings import Settings, SettingsError
 from shared.tail import prune_tail_batches
 
@@ -74,6 +75,8 @@ async def _every(stop: asyncio.Event, name: str, seconds: int, work: Callable[[]
 
 async def run(settings: Settings) -> None:
     stop = stop_on_signals()
+    if await migrate_when_reachable(settings, stop) is None:
+        return
     log.info(
         "janitor started, every %ss (rollup compaction every %ss)",
         settings.janitor_interval_seconds,

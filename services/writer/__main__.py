@@ -8,12 +8,12 @@ import os
 import socket
 import sys
 
-from psycopg import AsyncConnection, postgres
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
+from psycopg import AsyncConnection
 
 from services.writer.consumer import StreamConsumer
 from services.writer.loop import Writer
+from services.writer.store import register_dumpers
+from services.writer.tail import TailPublisher
 from shared.db import make_pool, partition_unit
 from shared.lifecycle import retry_until_ready, stop_on_signals
 from shared.logsetup import configure_logging
@@ -21,7 +21,6 @@ from shared.migrate import migrate
 from shared.redis_conn import make_redis
 from shared.settings import Settings, SettingsError
 from shared.streams import StreamKeys
-from shared.tail import TailPublisher
 
 log = logging.getLogger("writer")
 
@@ -32,21 +31,8 @@ log = logging.getLogger("writer")
 PIPELINES = 2
 
 
-class _JsonbTextDumper(Dumper):
-    """jsonb in binary COPY: metadata arrives as JSON text the gateway encoded, and jsonb's
-    binary form is that text after a version byte. Used where a jsonb column is named in
-    `set_types` (services/writer/store.py): no JSON encoder is called per row."""
-
-    format = Format.BINARY
-    oid = postgres.types["jsonb"].oid
-
-    def dump(self, obj: bytes) -> bytes:
-        return b"\x01" + obj
-
-
 async def configure_connection(conn: AsyncConnection) -> None:
-    # None: only for lookups by type (COPY's set_types), never for query parameters.
-    conn.adapters.register_dumper(None, _JsonbTextDumper)
+    register_dumpers(conn)
     # Messages are acknowledged after COMMIT returns, so COMMIT must mean flushed: a
     # server or role default of synchronous_commit=off would lose acknowledged batches
     # in a PostgreSQL crash (ARCHITECTURE.md, pitfall 11).

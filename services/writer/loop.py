@@ -33,9 +33,9 @@ from services.writer.store import (
     partition_starts,
     store_batch,
 )
+from services.writer.tail import TailPublisher
 from shared.lifecycle import Backoff, sleep_or_stop
 from shared.settings import Settings
-from shared.tail import TailPublisher
 
 log = logging.getLogger("writer")
 

@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from services.writer import failpoint
 from services.writer.consumer import Delivery
-from shared.model import StoredRow
-from shared.tail import TailBatch, record_tail_batches
+from services.writer.tail import TailBatch, UuidArray, UuidArrayDumper, record_tail_batches
+from shared.model import ENTRY_FIXED_BYTES, StoredRow, entry_size
 
 log = logging.getLogger("writer.store")
 _json = msgspec.json.Encoder()
@@ -36,6 +38,28 @@ COPY_TYPES = [
     "bytea", "timestamptz", "int2", "text", "text", "text", "text",
     "text", "text", "jsonb", "text", "text", "text", "bytea",
 ]  # fmt: skip
+
+
+class _JsonbTextDumper(Dumper):
+    """jsonb in binary COPY: metadata arrives as JSON text the gateway encoded, and jsonb's
+    binary form is that text after a version byte. Used where a jsonb column is named in
+    `set_types` (COPY_TYPES): no JSON encoder is called per row."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: bytes) -> bytes:
+        return b"\x01" + obj
+
+
+def register_dumpers(conn: AsyncConnection) -> None:
+    """Register on `conn` every dumper the store's statements need. Per connection, not
+    in psycopg's global adapters: importing the writer must not change how other code in
+    the process (tests, benchmarks) dumps values."""
+    # None: only for lookups by type (COPY's set_types), never for query parameters.
+    conn.adapters.register_dumper(None, _JsonbTextDumper)
+    conn.adapters.register_dumper(UuidArray, UuidArrayDumper)
+
 
 _CLAIM_SQL = """
 INSERT INTO ingest_inbox (stream, message_id, tenant_id, rows)
@@ -149,7 +173,8 @@ async def store_batch(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> 
             await _copy_rows(conn, fresh)
             await conn.execute(_ROLLUP_LOCK_SQL)
             await _add_rollups(conn, fresh)
-            # Last: the tail_seq row lock it takes is held until COMMIT (shared/tail.py).
+            # Last: the tail_seq row lock it takes is held until COMMIT
+            # (services/writer/tail.py).
             tail = await record_tail_batches(conn, [d.message for d in fresh if d.message])
             await failpoint.reached("before_commit")
     return Stored(fresh=fresh, repeated=repeated, tail=tail)
@@ -177,8 +202,7 @@ class RollupCells:
     """Counts and bytes per (tenant, minute, service, level, environment) cell.
 
     Runs once per stored row, so it is written for speed: the minute is kept as Unix
-    minutes (an int, not a datetime: `replace()` cost more than the rest of the loop) and
-    the row's size is summed inline.
+    minutes (an int, not a datetime: `replace()` cost more than the rest of the loop).
     """
 
     def __init__(self) -> None:
@@ -186,29 +210,11 @@ class RollupCells:
 
     def add(self, tenant: uuid.UUID, rows: Iterable[StoredRow]) -> None:
         cells = self._cells
+        fixed = ENTRY_FIXED_BYTES
         for r in rows:
-            (_, timestamp, level, service, message, trace_id, span_id, user_id, request_id,
-             metadata, source, host, environment) = r  # fmt: skip
+            timestamp, level, service, environment = r[1], r[2], r[3], r[12]
             key = (tenant, int(timestamp.timestamp()) // 60, service, level, environment or "")
-            # Approximate stored size: 44 bytes of fixed-width columns, then the text
-            # and JSON.
-            size = 44 + len(service) + len(message)
-            if metadata:
-                size += len(metadata)
-            if trace_id:
-                size += len(trace_id)
-            if span_id:
-                size += len(span_id)
-            if user_id:
-                size += len(user_id)
-            if request_id:
-                size += len(request_id)
-            if source:
-                size += len(source)
-            if host:
-                size += len(host)
-            if environment:
-                size += len(environment)
+            size = fixed + entry_size(r)
             cell = cells.get(key)
             if cell is None:
                 cells[key] = [1, size]

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from services.gateway.ingest.ids import uuid7, uuid7_batch
 from shared.errors import FieldError
-from shared.ids import uuid7, uuid7_batch
 from shared.model import Level, LogEntryIn, LogRecord
 from shared.settings import Settings
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from services.gateway.tail_events import log_frame
+from services.gateway.tail.events import log_frame
 from shared.filters import CompiledFilter, matches
 from shared.model import LogRecord
 from shared.tail import TailMessage, decode_tail_message

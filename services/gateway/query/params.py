@@ -20,9 +20,9 @@ from litestar import Request
 from litestar.datastructures import MultiDict
 from litestar.params import Parameter
 
+from services.gateway.query.store import Sort
 from shared.errors import BadRequest, FieldError, Forbidden, ValidationFailed
 from shared.filters import LogFilter, MetadataValue
-from shared.logstore import Sort
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -67,27 +67,35 @@ def page_size(requested: int | None, default: int = DEFAULT_PAGE_SIZE) -> int:
     return requested
 
 
-class QueryBody(LogFilter, kw_only=True, forbid_unknown_fields=True):
-    """The body of POST /api/v1/logs/query: the seed's query shape plus our extras.
+class BodyFilter(LogFilter, kw_only=True, forbid_unknown_fields=True):
+    """A filter sent as a JSON body (query, aggregate): the seed's query shape.
 
     `tenant_id` may be sent (the seed's shape has it) but must be the caller's tenant;
     the tenant always comes from the credential.
     """
 
     tenant_id: uuid.UUID | None = None
-    page: Annotated[int, msgspec.Meta(ge=1)] = 1
-    page_size: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_PAGE_SIZE
-    cursor: str | None = None
-    sort: Sort = "desc"
 
-    def split(self, caller_tenant: uuid.UUID) -> tuple[LogFilter, PageRequest]:
+    def log_filter(self, caller_tenant: uuid.UUID) -> LogFilter:
+        """The filter alone, once `tenant_id` is checked against the caller's."""
         if self.tenant_id is not None and self.tenant_id != caller_tenant:
             raise Forbidden(
                 "tenant_id in the body is not the caller's tenant; queries only read the "
                 "caller's own logs (omit tenant_id)"
             )
-        f = LogFilter(**{name: getattr(self, name) for name in LogFilter.__struct_fields__})
-        return f, PageRequest(
+        return LogFilter(**{name: getattr(self, name) for name in LogFilter.__struct_fields__})
+
+
+class QueryBody(BodyFilter, kw_only=True, forbid_unknown_fields=True):
+    """The body of POST /api/v1/logs/query: the seed's query shape plus our extras."""
+
+    page: Annotated[int, msgspec.Meta(ge=1)] = 1
+    page_size: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_PAGE_SIZE
+    cursor: str | None = None
+    sort: Sort = "desc"
+
+    def page_request(self) -> PageRequest:
+        return PageRequest(
             page=self.page, page_size=page_size(self.page_size), cursor=self.cursor, sort=self.sort
         )
 

@@ -10,22 +10,17 @@ unless given a window. Every read runs in the caller's tenant scope through the
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import msgspec
-from litestar import Controller, Litestar, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, Parameter
 
 from services.gateway.auth import Caller, provide_caller
-from services.gateway.query_guard import QueryGuard
-from services.gateway.query_pages import LogPage, read_page
-from services.gateway.query_params import (
+from services.gateway.query.pages import LogPage, cached_page, entry_by_id, lookup
+from services.gateway.query.params import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     PageRequest,
@@ -33,18 +28,13 @@ from services.gateway.query_params import (
     page_size,
     provide_filter,
 )
-from shared.cache import QueryCache, filter_key, range_is_closed
-from shared.errors import BadRequest, NotFound
-from shared.filters import LogFilter, compile_filter
-from shared.logstore import Sort, get_entry
+from services.gateway.query.store import Sort
+from services.gateway.state import GatewayState
+from shared.filters import LogFilter
 from shared.model import LogEntryOut
 
-# list/query without start_time read this far back from end_time (or now).
-DEFAULT_WINDOW = timedelta(hours=24)
 # The trace and request views return a whole trace in one page when they can.
 LOOKUP_PAGE_SIZE = MAX_PAGE_SIZE
-
-_encoder = msgspec.json.Encoder()
 
 _EXAMPLE_ENTRY = {
     "id": "01a21df8-b9a3-71ea-abcc-ad1441b8423e",
@@ -114,13 +104,6 @@ _Cursor = Annotated[
 _Sort = Annotated[Sort, Parameter(description="Order by time: desc (newest first) or asc.")]
 
 
-@asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Adds the query guard (concurrency slots, statement timeout) to the app state."""
-    app.state.query_guard = QueryGuard.from_settings(app.state.settings)
-    yield
-
-
 class QueryController(Controller):
     path = "/api/v1/logs"
     tags = ["query"]
@@ -138,17 +121,21 @@ class QueryController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         data: Annotated[QueryBody, Body(examples=[_QUERY_EXAMPLE])],
     ) -> Response[bytes]:
         caller.require("query")
-        raw, page_request = data.split(caller.tenant_id)
-        return await _cached_page(request, caller, raw, page_request, kind="list")
+        raw = data.log_filter(caller.tenant_id)
+        return await cached_page(
+            gateway.query_guard, gateway.query_cache, caller.tenant_id, raw,
+            data.page_request(), _cache_control(request),
+        )  # fmt: skip
 
     @get("/trace/{trace_id:str}", summary="Every entry of a trace, all services, oldest first")
     async def trace(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         trace_id: FromPath[str],
         start_time: _Time = None,
         end_time: _Time = None,
@@ -159,15 +146,16 @@ class QueryController(Controller):
     ) -> LogPage:
         caller.require("query")
         page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
-        return await _lookup(
-            request, caller, "trace_id", trace_id, start_time, end_time, page_request
-        )
+        return await lookup(
+            gateway.query_guard, caller.tenant_id, "trace_id", trace_id, start_time, end_time,
+            page_request,
+        )  # fmt: skip
 
     @get("/request/{request_id:str}", summary="Every entry of a request, oldest first")
     async def by_request(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         request_id: FromPath[str],
         start_time: _Time = None,
         end_time: _Time = None,
@@ -178,24 +166,20 @@ class QueryController(Controller):
     ) -> LogPage:
         caller.require("query")
         page_request = _page_request(page, page_size, cursor, sort, LOOKUP_PAGE_SIZE)
-        return await _lookup(
-            request, caller, "request_id", request_id, start_time, end_time, page_request
-        )
+        return await lookup(
+            gateway.query_guard, caller.tenant_id, "request_id", request_id, start_time,
+            end_time, page_request,
+        )  # fmt: skip
 
     @get("/{entry_id:uuid}", summary="One log entry by id")
     async def get_one(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         entry_id: FromPath[uuid.UUID],
     ) -> LogEntryOut:
         caller.require("query")
-        guard: QueryGuard = request.app.state.query_guard
-        async with guard.read(request.app.state.pool, caller.tenant_id) as conn:
-            entry = await get_entry(conn, caller.tenant_id, entry_id)
-        if entry is None:
-            raise NotFound(f"no log entry {entry_id} for this tenant")
-        return entry
+        return await entry_by_id(gateway.query_guard, caller.tenant_id, entry_id)
 
 
 @get(
@@ -212,6 +196,7 @@ class QueryController(Controller):
 async def list_logs(
     request: Request[Any, Any, Any],
     caller: NamedDependency[Caller],
+    gateway: NamedDependency[GatewayState],
     log_filter: NamedDependency[LogFilter],
     page: _Page = 1,
     page_size: _PageSize = None,
@@ -222,104 +207,22 @@ async def list_logs(
     # controllers on one path, and POST /api/v1/logs is IngestController's. app.py
     # registers it after IngestController.
     caller.require("query")
-    raw = log_filter
     page_request = _page_request(page, page_size, cursor, sort, DEFAULT_PAGE_SIZE)
-    return await _cached_page(request, caller, raw, page_request, kind="list")
+    return await cached_page(
+        gateway.query_guard,
+        gateway.query_cache,
+        caller.tenant_id,
+        log_filter,
+        page_request,
+        _cache_control(request),
+    )
+
+
+def _cache_control(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("cache-control", "")
 
 
 def _page_request(
     page: int, size: int | None, cursor: str | None, sort: Sort, default_size: int
 ) -> PageRequest:
     return PageRequest(page=page, page_size=page_size(size, default_size), cursor=cursor, sort=sort)
-
-
-async def _lookup(
-    request: Request[Any, Any, Any],
-    caller: Caller,
-    field: str,
-    value: str,
-    start: str | None,
-    end: str | None,
-    page_request: PageRequest,
-) -> LogPage:
-    """Every entry with `field` = `value` (a trace or a request), across all retained days
-    unless a window is given. None for this tenant is 404, as for an unknown id: the answer
-    is the same whether it never existed or belongs to another tenant."""
-    raw = _lookup_filter(field, value, start, end)
-    page = await _page(request, caller, raw, page_request, default_window=None)
-    if not page.entries and page_request.cursor is None and page_request.page == 1:
-        raise NotFound(f"no log entries with {field} {value!r} for this tenant")
-    return page
-
-
-def _lookup_filter(field: str, value: str, start: str | None, end: str | None) -> LogFilter:
-    try:
-        return msgspec.convert({field: value, "start_time": start, "end_time": end}, LogFilter)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid {field}: {exc}") from None
-
-
-async def _page(
-    request: Request[Any, Any, Any],
-    caller: Caller,
-    raw: LogFilter,
-    page_request: PageRequest,
-    *,
-    default_window: timedelta | None,
-    now: datetime | None = None,
-) -> LogPage:
-    state = request.app.state
-    guard: QueryGuard = state.query_guard
-    async with guard.read(state.pool, caller.tenant_id) as conn:
-        return await read_page(
-            conn,
-            caller.tenant_id,
-            raw,
-            page_request,
-            now=now or datetime.now(UTC),
-            default_window=default_window,
-        )
-
-
-async def _cached_page(
-    request: Request[Any, Any, Any],
-    caller: Caller,
-    raw: LogFilter,
-    page_request: PageRequest,
-    *,
-    kind: str,
-) -> Response[bytes]:
-    """A list/query page, from the query cache when an identical request was answered
-    recently (closed past ranges: long; open ranges: seconds)."""
-    now = datetime.now(UTC)
-    compiled = compile_filter(raw, now)  # a bad filter fails here, before the cache
-
-    async def compute() -> bytes:
-        page = await _page(
-            request, caller, raw, page_request, default_window=DEFAULT_WINDOW, now=now
-        )
-        return _encoder.encode(page)
-
-    cache: QueryCache | None = request.app.state.get("query_cache")
-    if cache is None:
-        return Response(await compute(), media_type="application/json")
-    key = {
-        "filter": filter_key(raw, compiled),
-        "default_window": None if compiled.start else DEFAULT_WINDOW.total_seconds(),
-        "page": page_request.page,
-        "page_size": page_request.page_size,
-        "cursor": page_request.cursor,
-        "sort": page_request.sort,
-    }
-    no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
-    answer = await cache.get_or_compute(
-        caller.tenant_id,
-        kind,
-        key,
-        closed=range_is_closed(cache, raw, compiled, now),
-        compute=compute,
-        bypass=no_cache,
-    )
-    return Response(
-        answer.body, media_type="application/json", headers={"X-Cache": str(answer.status)}
-    )

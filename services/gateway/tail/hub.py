@@ -23,10 +23,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from services.gateway.tail_events import Position, dropped_frame
-from services.gateway.tail_feed import TenantFeed
-from services.gateway.tail_session import SessionLimits, TailSession
-from services.gateway.tail_store import TailReader
+from services.gateway.tail.catchup import TailReader
+from services.gateway.tail.events import Position, dropped_frame
+from services.gateway.tail.feed import TenantFeed
+from services.gateway.tail.session import SessionLimits, TailSession
 from shared.errors import RateLimited, Unavailable
 from shared.filters import CompiledFilter
 from shared.settings import Settings
@@ -44,7 +44,7 @@ class TailHub:
         self._reader = reader
         self._redis = redis
         self._keys = StreamKeys.from_settings(settings)
-        self._control = f"{self._keys.prefix}:tail-control:{uuid.uuid4()}".encode()
+        self._control = self._keys.tail_control(str(uuid.uuid4())).encode()
         self._limits = SessionLimits(
             buffer_events=settings.tail_client_buffer,
             heartbeat_seconds=settings.tail_heartbeat_seconds,

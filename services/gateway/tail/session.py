@@ -27,15 +27,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from services.gateway.tail_events import (
+from services.gateway.tail.catchup import TailReader
+from services.gateway.tail.events import (
     Position,
     dropped_frame,
     heartbeat_frame,
     log_frame,
     opening_frame,
 )
-from services.gateway.tail_feed import LiveBatch, TenantFeed, join_chunks
-from services.gateway.tail_store import TailReader
+from services.gateway.tail.feed import LiveBatch, TenantFeed, join_chunks
 from shared.filters import CompiledFilter
 
 log = logging.getLogger("gateway.tail")

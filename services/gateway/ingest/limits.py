@@ -1,5 +1,4 @@
-"""Limits per tenant: how fast it may ingest, how much one request may carry, and how
-many of its queries may run at once.
+"""Ingest limits per tenant: how fast it may ingest and how much one request may carry.
 
 Each limit has a deployment default (shared/settings.py) that a tenant's row may
 override (`PUT /api/v1/admin/tenants/{id}/limits`). Sizes are refused with 413 (or, for
@@ -10,32 +9,23 @@ and Retry-After. Every refusal names the limit (`limit`, `limit_value` in the pr
   Redis hash, taken together by one Lua script on Redis's clock, so every gateway
   replica draws from the same buckets. A full bucket holds TENANT_BURST_SECONDS of rate,
   and never less than one largest allowed request.
-- Query concurrency: counted per gateway process (a query holds its slot while it runs);
-  live tail is exempt.
+- Query concurrency is the query API's (services/gateway/query/concurrency.py).
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
-from litestar import Litestar, Request
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.gateway.auth import Caller, conventional_scope, provide_caller
-from services.gateway.directory import Directory
-from services.gateway.validation import Limits, Validated
+from services.gateway.ingest.validation import Limits, Validated
 from shared.errors import FieldError, PayloadTooLarge, RateLimited, Unavailable
 from shared.model import LogRecord
 from shared.settings import Settings
+from shared.streams import StreamKeys
 from shared.tenancy import EffectiveLimits
 
 # Two token buckets (logs, bytes) of one tenant in one hash, refilled by the time elapsed
@@ -68,24 +58,13 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000) + 1000)
 return {0, ''}
 """
 
-# Live tail is long-lived: it holds no query slot.
-_TAIL_PATH = "/api/v1/logs/stream"
-
-
-@asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Adds the rate limiter and the query slots to the app state (after Redis exists)."""
-    app.state.rate_limiter = RateLimiter(app.state.redis, app.state.settings)
-    app.state.query_slots = QuerySlots()
-    yield
-
 
 class RateLimiter:
     """The ingest token buckets of every tenant, in Redis."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._take = redis.register_script(_TAKE)
-        self._prefix = settings.redis_key_prefix
+        self._keys = StreamKeys.from_settings(settings)
         self._burst_seconds = settings.tenant_burst_seconds
 
     async def take(
@@ -98,7 +77,7 @@ class RateLimiter:
         bytes_burst = max(limits.bytes_per_second * self._burst_seconds, limits.max_body_bytes)
         try:
             wait_ms, bucket = await self._take(
-                keys=[f"{self._prefix}:rate:{tenant_id}"],
+                keys=[self._keys.rate(str(tenant_id))],
                 args=[
                     limits.logs_per_second,
                     logs_burst,
@@ -204,70 +183,3 @@ def _too_large(what: str, name: str, value: int) -> PayloadTooLarge:
         f"{what}; this tenant's limit is {value} ({name})",
         extra={"limit": name, "limit_value": value},
     )
-
-
-async def ingest_limits(request: Request[Any, Any, Any], caller: Caller) -> IngestLimits:
-    directory: Directory = request.app.state.directory
-    return IngestLimits(caller.tenant_id, await directory.limits(caller.tenant_id))
-
-
-async def enforce_ingest_rate(
-    request: Request[Any, Any, Any], limits: IngestLimits, logs: int, size: int
-) -> None:
-    """Charge an accepted request to the tenant's rate buckets, or raise 429."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.take(limits.tenant_id, limits.limits, logs, size)
-
-
-class QuerySlots:
-    """Queries running now, per tenant, in this process (one event loop: no lock)."""
-
-    def __init__(self) -> None:
-        self._running: dict[uuid.UUID, int] = {}
-
-    @contextmanager
-    def hold(self, tenant_id: uuid.UUID, limit: int) -> Iterator[None]:
-        running = self._running.get(tenant_id, 0)
-        if running >= limit:
-            raise RateLimited(
-                f"this tenant already runs {running} queries at once (max_concurrent_queries "
-                f"= {limit}); retry when one has finished",
-                retry_after=1,
-                extra={"limit": "max_concurrent_queries", "limit_value": limit},
-            )
-        self._running[tenant_id] = running + 1
-        try:
-            yield
-        finally:
-            left = self._running[tenant_id] - 1
-            if left:
-                self._running[tenant_id] = left
-            else:
-                del self._running[tenant_id]
-
-
-def is_query(method: str, path: str) -> bool:
-    """Every route under /api/v1/logs is a query, except ingest and live tail: routes
-    added later are limited without being listed here."""
-    if conventional_scope(method, path) != "query":
-        return False
-    path = path.rstrip("/")
-    return not (path == _TAIL_PATH or path.startswith(_TAIL_PATH + "/"))
-
-
-class QueryConcurrencyMiddleware(ASGIMiddleware):
-    """Holds a query slot of the caller's tenant while a query route runs."""
-
-    scopes = (ScopeType.HTTP,)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if not is_query(scope["method"], scope["path"]):  # type: ignore[typeddict-item]
-            await next_app(scope, receive, send)
-            return
-        request: Request[Any, Any, Any] = Request(scope, receive)
-        caller = await provide_caller(request)
-        directory: Directory = request.app.state.directory
-        slots: QuerySlots = request.app.state.query_slots
-        limit = (await directory.limits(caller.tenant_id)).max_concurrent_queries
-        with slots.hold(caller.tenant_id, limit):
-            await next_app(scope, receive, send)

@@ -1,15 +1,15 @@
-"""`python -m services.gateway.keys`: manage tenants and API keys from a shell.
+"""`python -m services.gateway.admin`: manage tenants and API keys from a shell.
 
 Talks to PostgreSQL directly (POSTGRES_* variables), as the audit actor `cli`:
 
-    python -m services.gateway.keys add-tenant --name acme
-    python -m services.gateway.keys create --tenant acme --scopes ingest,query --name web
-    python -m services.gateway.keys list [--tenant acme]
-    python -m services.gateway.keys revoke KEY_ID
-    python -m services.gateway.keys tenants
+    python -m services.gateway.admin add-tenant --name acme
+    python -m services.gateway.admin create --tenant acme --scopes ingest,query --name web
+    python -m services.gateway.admin list [--tenant acme]
+    python -m services.gateway.admin revoke KEY_ID
+    python -m services.gateway.admin tenants
 
 `--tenant` takes a tenant's id or name. A created key is printed once, on stdout alone
-(so `KEY=$(python -m services.gateway.keys create ...)` works); only its digest is kept.
+(so `KEY=$(python -m services.gateway.admin create ...)` works); only its digest is kept.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _LIST_LIMIT = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m services.gateway.keys", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m services.gateway.admin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add-tenant", help="create a tenant; prints its id")
     add.add_argument("--name", required=True)

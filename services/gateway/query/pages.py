@@ -9,19 +9,27 @@ once per walk (a cursor carries it), never by a COUNT(*) over millions of rows.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from litestar import Response
 from psycopg import AsyncConnection
 
-from services.gateway.query_params import PageRequest
+from services.gateway.query.cache import QueryCache, cached_response, filter_key, range_is_closed
+from services.gateway.query.cursors import Keyset, check_cursor, decode_cursor, make_cursor
+from services.gateway.query.guard import QueryGuard
+from services.gateway.query.params import PageRequest
+from services.gateway.query.store import count_up_to, estimate_count, fetch_entries, get_entry
+from shared.errors import BadRequest, NotFound
 from shared.filters import CompiledFilter, LogFilter, compile_filter
-from shared.logstore import count_up_to, estimate_count, fetch_entries
 from shared.model import LogEntryOut
-from shared.pagination import Keyset, check_cursor, decode_cursor, make_cursor
 
 COUNT_CAP = 10_000
+# list/query without start_time read this far back from end_time (or now).
+DEFAULT_WINDOW = timedelta(hours=24)
+
+_encoder = msgspec.json.Encoder()
 
 
 class LogPage(msgspec.Struct):
@@ -117,3 +125,79 @@ async def count_total(
     if counted <= COUNT_CAP:
         return counted, False
     return max(counted, await estimate_count(conn, tenant_id, f)), True
+
+
+async def entry_by_id(guard: QueryGuard, tenant_id: uuid.UUID, entry_id: uuid.UUID) -> LogEntryOut:
+    async with guard.read(tenant_id) as conn:
+        entry = await get_entry(conn, tenant_id, entry_id)
+    if entry is None:
+        raise NotFound(f"no log entry {entry_id} for this tenant")
+    return entry
+
+
+async def lookup(
+    guard: QueryGuard,
+    tenant_id: uuid.UUID,
+    field: str,
+    value: str,
+    start: str | None,
+    end: str | None,
+    page_request: PageRequest,
+) -> LogPage:
+    """Every entry with `field` = `value` (a trace or a request), across all retained days
+    unless a window is given. None for this tenant is 404, as for an unknown id: the answer
+    is the same whether it never existed or belongs to another tenant."""
+    raw = _lookup_filter(field, value, start, end)
+    async with guard.read(tenant_id) as conn:
+        page = await read_page(
+            conn, tenant_id, raw, page_request, now=datetime.now(UTC), default_window=None
+        )
+    if not page.entries and page_request.cursor is None and page_request.page == 1:
+        raise NotFound(f"no log entries with {field} {value!r} for this tenant")
+    return page
+
+
+def _lookup_filter(field: str, value: str, start: str | None, end: str | None) -> LogFilter:
+    try:
+        return msgspec.convert({field: value, "start_time": start, "end_time": end}, LogFilter)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid {field}: {exc}") from None
+
+
+async def cached_page(
+    guard: QueryGuard,
+    cache: QueryCache,
+    tenant_id: uuid.UUID,
+    raw: LogFilter,
+    page_request: PageRequest,
+    cache_control: str,
+) -> Response[bytes]:
+    """A list/query page, from the query cache when an identical request was answered
+    recently (closed past ranges: long; open ranges: seconds)."""
+    now = datetime.now(UTC)
+    compiled = compile_filter(raw, now)  # a bad filter fails here, before the cache
+
+    async def compute() -> bytes:
+        async with guard.read(tenant_id) as conn:
+            page = await read_page(
+                conn, tenant_id, raw, page_request, now=now, default_window=DEFAULT_WINDOW
+            )
+        return _encoder.encode(page)
+
+    key = {
+        "filter": filter_key(raw, compiled),
+        "default_window": None if compiled.start else DEFAULT_WINDOW.total_seconds(),
+        "page": page_request.page,
+        "page_size": page_request.page_size,
+        "cursor": page_request.cursor,
+        "sort": page_request.sort,
+    }
+    return await cached_response(
+        cache,
+        tenant_id,
+        "list",
+        key,
+        closed=range_is_closed(cache, raw, compiled, now),
+        compute=compute,
+        cache_control=cache_control,
+    )

@@ -1,14 +1,22 @@
-"""Errors in the OpenAPI document: every operation answers errors as problem JSON.
+"""The OpenAPI document's corrections: bodies that handlers read themselves, and errors.
+
+Ingest decodes its body by hand (to report each bad entry of a batch with its index),
+so Litestar cannot infer the body's schema: `documented_body(Model)` gives an Operation
+class that describes it with the msgspec model's own JSON schema, so the document (and
+API fuzzers reading it) know what to send.
 
 Litestar documents a 400 of its own shape; our handlers (services/gateway/problems.py)
 answer every 4xx/5xx as RFC 9457 problem JSON instead. At start the document is
 corrected once: each operation's error responses get the problem schema, and a
-`default` response says that any other error status has the same shape, so clients and
-fuzzers can rely on the document for errors as for successes.
+`default` response says that any other error status has the same shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import msgspec
 from litestar import Litestar
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -16,10 +24,67 @@ from litestar.openapi.spec import (
     OpenAPIType,
     Operation,
     Reference,
+    RequestBody,
     Schema,
 )
 
 from services.gateway.problems import PROBLEM_MEDIA_TYPE
+
+_ALIASES = {
+    f.metadata.get("alias", f.name): f.name for f in dataclasses.fields(Schema) if f.metadata
+} | {f.name: f.name for f in dataclasses.fields(Schema)}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace `$ref`s into `$defs` by the definitions themselves (no cycles here)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def _to_schema(node: dict[str, Any]) -> Schema:
+    kwargs: dict[str, Any] = {}
+    for key, value in node.items():
+        name = _ALIASES.get(key)
+        if name is None:
+            continue
+        if name == "type":
+            value = OpenAPIType(value)
+        elif name == "properties":
+            value = {k: _to_schema(v) for k, v in value.items()}
+        elif name in ("items", "additional_properties") and isinstance(value, dict):
+            value = _to_schema(value)
+        elif name in ("any_of", "one_of", "all_of"):
+            value = [_to_schema(v) for v in value]
+        kwargs[name] = value
+    return Schema(**kwargs)
+
+
+def json_schema(model: Any) -> Schema:
+    raw = msgspec.json.schema(model)
+    return _to_schema(_inline(raw, raw.get("$defs", {})))
+
+
+def documented_body(model: Any, description: str) -> type[Operation]:
+    """An Operation subclass whose request body is `model` as JSON."""
+    body = RequestBody(
+        required=True,
+        description=description,
+        content={"application/json": OpenAPIMediaType(schema=json_schema(model))},
+    )
+
+    @dataclasses.dataclass
+    class WithBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return WithBody
+
 
 _PROBLEM = Schema(
     type=OpenAPIType.OBJECT,

@@ -27,11 +27,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from litestar import Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.filters import CompiledFilter, LogFilter
 from shared.settings import Settings
+from shared.streams import StreamKeys
 
 log = logging.getLogger("cache")
 
@@ -71,7 +73,7 @@ class QueryCache:
         backoff: float = BACKOFF_SECONDS,
     ) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._keys = StreamKeys(prefix, shards=1)
         self._closed_ttl = closed_ttl
         self._open_ttl = open_ttl
         self.ingest_lag = ingest_lag
@@ -117,7 +119,7 @@ class QueryCache:
         tenant's entries), the normalised request as a digest."""
         encoded = msgspec.json.encode(key_parts, order="deterministic")
         digest = hashlib.sha256(encoded).hexdigest()[:32]
-        return f"{self._prefix}:qcache:{tenant_id}:{kind}:{digest}"
+        return self._keys.query_cache(str(tenant_id), kind, digest)
 
     def is_closed(self, end: datetime | None, *, relative: bool, now: datetime) -> bool:
         """True when the range ends at an absolute instant old enough that no entry can
@@ -209,4 +211,29 @@ def range_is_closed(
     """Whether the filter's time range is closed in the past (cacheable for long)."""
     return cache.is_closed(
         compiled.end, relative=_is_relative(raw.end_time), now=now or datetime.now(UTC)
+    )
+
+
+async def cached_response(
+    cache: QueryCache,
+    tenant_id: uuid.UUID,
+    kind: str,
+    key_parts: Any,
+    *,
+    closed: bool,
+    compute: Callable[[], Awaitable[bytes]],
+    cache_control: str,
+) -> Response[bytes]:
+    """A JSON answer through the cache, with `X-Cache` saying how it was produced; a
+    `Cache-Control: no-cache` request asks for a fresh one (stored all the same)."""
+    answer = await cache.get_or_compute(
+        tenant_id,
+        kind,
+        key_parts,
+        closed=closed,
+        compute=compute,
+        bypass="no-cache" in cache_control.lower(),
+    )
+    return Response(
+        answer.body, media_type="application/json", headers={"X-Cache": str(answer.status)}
     )

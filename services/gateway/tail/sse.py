@@ -1,4 +1,4 @@
-"""The SSE response of a tail session, and the hook that ends streams on SIGTERM.
+"""The SSE response of a tail session.
 
 Litestar's own streaming responses do not tell the generator that the client went away
 (litestar#3772). This response owns the whole exchange instead: it writes the session's
@@ -9,12 +9,8 @@ TAIL_WRITE_TIMEOUT seconds, and closes the session however the exchange ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Callable, Iterable
-from types import FrameType
+from collections.abc import Iterable
 from typing import Any
 
 from litestar import Litestar, Request, Response
@@ -24,7 +20,7 @@ from litestar.enums import MediaType
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send, TypeEncodersMap
 
-from services.gateway.tail_session import TailSession
+from services.gateway.tail.session import TailSession
 
 log = logging.getLogger("gateway.tail")
 
@@ -120,34 +116,3 @@ class _EventStreamASGI(ASGIResponse):
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-def on_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call `callback` in the running loop on SIGTERM/SIGINT, then the handler that was
-    there (uvicorn's, which starts its shutdown). Uvicorn sends the lifespan shutdown
-    only after every connection has closed, too late to end open streams with a final
-    event; this runs first. Returns the function that puts the old handlers back."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    loop = asyncio.get_running_loop()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(callback)
-        earlier = previous[signal.Signals(signum)]
-        if callable(earlier):
-            earlier(signum, frame)
-        elif earlier == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, earlier in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                if signal.getsignal(sig) is handler:
-                    signal.signal(sig, earlier)
-
-    return restore

@@ -23,7 +23,7 @@ from shared.errors import Unavailable
 from shared.settings import Settings
 from shared.tenancy import EffectiveLimits, KeyGrant, Tenant, find_key, get_tenant
 
-log = logging.getLogger("gateway.directory")
+log = logging.getLogger("gateway.credentials")
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -67,7 +67,7 @@ class _TtlCache(Generic[K, V]):
         self._entries.pop(key, None)
 
 
-class Directory:
+class Credentials:
     """Keys by digest and tenants by id, each read through a short-lived cache."""
 
     def __init__(self, pool: AsyncConnectionPool, settings: Settings) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from services.gateway.tail_events import Position
+from services.gateway.tail.events import Position
 from shared.db import tenant_scope
 from shared.filters import CompiledFilter, where_sql
 from shared.model import LogRecord

@@ -19,9 +19,9 @@ from datetime import datetime
 
 import msgspec
 
+from services.gateway.query.store import Sort
 from shared.errors import BadRequest, FieldError
 from shared.filters import CompiledFilter
-from shared.logstore import Sort
 
 _VERSION = 1
 

@@ -8,16 +8,15 @@ audit trail with the acting key and time (`GET /api/v1/admin/audit`).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
-from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
-from services.gateway.directory import Directory
+from services.gateway.state import GatewayState
 from shared.audit import AuditEvent, list_audit
 from shared.errors import FieldError, NotFound, ValidationFailed
 from shared.settings import Settings
@@ -88,13 +87,13 @@ class AdminController(Controller):
     @post("/tenants", status_code=201, summary="Create a tenant")
     async def create_tenant(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         data: JSONBody[TenantIn],
     ) -> Tenant:
         caller.require("admin")
-        _check_ceilings(data.limits, request.app.state.settings)
-        async with _pool(request).connection() as conn:
+        _check_ceilings(data.limits, gateway.settings)
+        async with gateway.pool.connection() as conn:
             return await create_tenant(
                 conn, caller.actor, name=data.name, tenant_id=data.id, limits=data.limits
             )
@@ -102,24 +101,24 @@ class AdminController(Controller):
     @get("/tenants", summary="List tenants, oldest first")
     async def list_tenants(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         limit: PageLimit = 100,
         offset: Offset = 0,
     ) -> list[Tenant]:
         caller.require("admin")
-        async with _pool(request).connection() as conn:
+        async with gateway.pool.connection() as conn:
             return await list_tenants(conn, limit=limit, offset=offset)
 
     @get("/tenants/{tenant_id:uuid}", summary="Get a tenant and its limits")
     async def get_tenant(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         tenant_id: FromPath[uuid.UUID],
     ) -> Tenant:
         caller.require("admin")
-        async with _pool(request).connection() as conn:
+        async with gateway.pool.connection() as conn:
             tenant = await get_tenant(conn, tenant_id)
         if tenant is None:
             raise NotFound(f"no tenant {tenant_id}")
@@ -131,27 +130,27 @@ class AdminController(Controller):
     )
     async def set_limits(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         tenant_id: FromPath[uuid.UUID],
         data: JSONBody[TenantLimits],
     ) -> Tenant:
         caller.require("admin")
-        _check_ceilings(data, request.app.state.settings)
-        async with _pool(request).connection() as conn:
+        _check_ceilings(data, gateway.settings)
+        async with gateway.pool.connection() as conn:
             tenant = await set_tenant_limits(conn, caller.actor, tenant_id, data)
-        _directory(request).forget_tenant(tenant_id)
+        gateway.credentials.forget_tenant(tenant_id)
         return tenant
 
     @post("/keys", status_code=201, summary="Create an API key (shown once)")
     async def create_key(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         data: JSONBody[KeyIn],
     ) -> Response[KeyCreated]:
         caller.require("admin")
-        async with _pool(request).connection() as conn:
+        async with gateway.pool.connection() as conn:
             made = await create_key(
                 conn, caller.actor, tenant_id=data.tenant_id, scopes=data.scopes, name=data.name
             )
@@ -163,8 +162,8 @@ class AdminController(Controller):
     @get("/keys", summary="List API keys (never the keys themselves)")
     async def list_keys(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         tenant_id: Annotated[
             uuid.UUID | None, Parameter(description="Only this tenant's keys.")
         ] = None,
@@ -172,28 +171,28 @@ class AdminController(Controller):
         offset: Offset = 0,
     ) -> list[ApiKey]:
         caller.require("admin")
-        async with _pool(request).connection() as conn:
+        async with gateway.pool.connection() as conn:
             return await list_keys(conn, tenant_id=tenant_id, limit=limit, offset=offset)
 
     @post("/keys/{key_id:uuid}/revoke", status_code=200, summary="Revoke an API key")
     async def revoke_key(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         key_id: FromPath[uuid.UUID],
     ) -> ApiKey:
         caller.require("admin")
-        async with _pool(request).connection() as conn:
+        async with gateway.pool.connection() as conn:
             key = await revoke_key(conn, caller.actor, key_id)
         # Other gateways stop accepting it within AUTH_CACHE_SECONDS; this one at once.
-        _directory(request).forget_keys()
+        gateway.credentials.forget_keys()
         return key
 
     @get("/audit", summary="The audit trail of admin actions, newest first")
     async def audit(
         self,
-        request: Request[Any, Any, Any],
         caller: NamedDependency[Caller],
+        gateway: NamedDependency[GatewayState],
         tenant_id: Annotated[
             uuid.UUID | None, Parameter(description="Only actions on this tenant.")
         ] = None,
@@ -203,15 +202,5 @@ class AdminController(Controller):
         limit: PageLimit = 100,
     ) -> list[AuditEvent]:
         caller.require("admin")
-        async with _pool(request).connection() as conn:
+        async with gateway.pool.connection() as conn:
             return await list_audit(conn, tenant_id=tenant_id, limit=limit, before_id=before_id)
-
-
-def _pool(request: Request[Any, Any, Any]) -> AsyncConnectionPool:
-    pool: AsyncConnectionPool = request.app.state.pool
-    return pool
-
-
-def _directory(request: Request[Any, Any, Any]) -> Directory:
-    directory: Directory = request.app.state.directory
-    return directory

@@ -1,0 +1,33 @@
+"""Every request body of the API is JSON: another declared media type is refused with
+415 before the body is read, on every route alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+
+from shared.errors import UnsupportedMediaType
+
+_JSON_TYPES = ("application/json", "text/json")
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Whether a Content-Type header (parameters allowed) names JSON; absent counts."""
+    media_type = content_type.split(";")[0].strip().lower()
+    return not media_type or media_type in _JSON_TYPES or media_type.endswith("+json")
+
+
+async def json_body_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """App-wide guard (after authentication): a body declared as anything but JSON is 415."""
+    if connection.scope.get("method") not in _WITH_BODY:
+        return
+    content_type = connection.headers.get("content-type", "")
+    if not is_json_media_type(content_type):
+        raise UnsupportedMediaType(
+            f"send JSON (Content-Type: application/json), not {content_type.split(';')[0]!r}"
+        )

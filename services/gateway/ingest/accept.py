@@ -1,0 +1,152 @@
+"""Accepting ingest: a decoded request in, the 202 answer out once the batch is queued.
+
+Validation (ids, timestamps, limits) makes the records; the tenant's rate buckets are
+charged; the records become ONE stream message (shared/streams.py). An Idempotency-Key
+seen before answers the first request's body again without queueing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+from redis.exceptions import RedisError
+
+from services.gateway.credentials import Credentials
+from services.gateway.ingest.limits import IngestLimits, RateLimiter
+from services.gateway.ingest.validation import (
+    Limits,
+    Validated,
+    may_hold_nul,
+    validate_decoded,
+    validate_entries,
+)
+from shared.errors import Backpressure, FieldError, Unavailable, ValidationFailed
+from shared.model import IngestMessage, LogEntryIn
+from shared.settings import Settings
+from shared.streams import BacklogFull, Enqueuer, StreamKeys, encode_message
+
+log = logging.getLogger("gateway.ingest")
+
+_encoder = msgspec.json.Encoder()
+
+
+class IngestAnswer(msgspec.Struct):
+    """The 202 body: ids of accepted entries (in request order) and per-entry errors."""
+
+    accepted: int
+    rejected: int
+    ids: list[uuid.UUID]
+    errors: list[FieldError]
+
+
+class SingleAnswer(msgspec.Struct):
+    id: uuid.UUID
+    accepted: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The 202 body, and whether it replays an earlier request's (Idempotency-Key)."""
+
+    body: bytes
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ingestor:
+    """What accepting a request needs, from the gateway's state."""
+
+    settings: Settings
+    credentials: Credentials
+    rate_limiter: RateLimiter
+    enqueuer: Enqueuer
+
+    async def limits_of(self, tenant_id: uuid.UUID) -> IngestLimits:
+        return IngestLimits(tenant_id, await self.credentials.limits(tenant_id))
+
+    async def one(
+        self, tenant: IngestLimits, body: bytes, entry: LogEntryIn, idem_key: str | None
+    ) -> Accepted:
+        limits = Limits.from_settings(self.settings)
+        result = validate_decoded(
+            [entry], tenant.tenant_id, tenant.validation(limits), may_hold_nul=may_hold_nul(body)
+        )
+        result = tenant.drop_oversized(result, limits)
+        if not result.records:
+            error = result.errors[0]
+            error.index = None
+            raise ValidationFailed("the entry is not valid", errors=[error])
+        answer = _encoder.encode(SingleAnswer(id=result.records[0].id))
+        return await self._enqueue(tenant, len(body), result, answer, idem_key)
+
+    async def batch(
+        self,
+        tenant: IngestLimits,
+        body: bytes,
+        entries: list[LogEntryIn] | list[msgspec.Raw],
+        idem_key: str | None,
+    ) -> Accepted:
+        tenant.check_batch(len(entries))
+        limits = tenant.validation(Limits.from_settings(self.settings))
+        if isinstance(entries[0], LogEntryIn):
+            decoded: list[LogEntryIn] = entries
+            result = validate_decoded(
+                decoded, tenant.tenant_id, limits, may_hold_nul=may_hold_nul(body)
+            )
+        else:
+            result = validate_entries(entries, tenant.tenant_id, limits)
+        result = tenant.drop_oversized(result, Limits.from_settings(self.settings))
+        if not result.records:
+            raise ValidationFailed("no entry in the batch is valid", errors=result.errors)
+        answer = _encoder.encode(
+            IngestAnswer(
+                accepted=len(result.records),
+                rejected=len(result.errors),
+                ids=[r.id for r in result.records],
+                errors=result.errors,
+            )
+        )
+        return await self._enqueue(tenant, len(body), result, answer, idem_key)
+
+    async def _enqueue(
+        self,
+        tenant: IngestLimits,
+        size: int,
+        result: Validated,
+        answer: bytes,
+        idem_key: str | None,
+    ) -> Accepted:
+        await self.rate_limiter.take(tenant.tenant_id, tenant.limits, len(result.records), size)
+        keys = StreamKeys.from_settings(self.settings)
+        payload = encode_message(
+            IngestMessage(
+                tenant_id=tenant.tenant_id, received_at=datetime.now(UTC), records=result.records
+            )
+        )
+        retry_after = self.settings.backpressure_retry_after
+        try:
+            outcome = await self.enqueuer.enqueue(
+                payload,
+                idempotency_key=keys.idempotency(str(tenant.tenant_id), idem_key)
+                if idem_key
+                else "",
+                answer=answer,
+            )
+        except BacklogFull:
+            raise Backpressure(
+                "the ingest backlog is at its bound (STREAM_MAX_BACKLOG); retry later",
+                retry_after=retry_after,
+            ) from None
+        except (RedisError, OSError) as exc:
+            log.warning("enqueue failed: %s", exc)
+            raise Unavailable(
+                "the ingest queue is unreachable; nothing was accepted, retry later",
+                retry_after=retry_after,
+            ) from None
+        if outcome.replayed_answer is not None:
+            return Accepted(outcome.replayed_answer, replayed=True)
+        return Accepted(answer)

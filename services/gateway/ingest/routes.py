@@ -1,0 +1,96 @@
+"""POST /api/v1/logs and /api/v1/logs/batch: validate, assign ids, enqueue, answer 202.
+
+202 means the batch is in a Redis stream and will be stored exactly once. When Redis
+is unreachable or the backlog is at its bound the answer is 503 with Retry-After:
+nothing is accepted that cannot be queued.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
+
+from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.ingest.accept import (
+    Accepted,
+    IngestAnswer,
+    Ingestor,
+    SingleAnswer,
+)
+from services.gateway.ingest.decoding import (
+    decode_batch_body,
+    decode_single,
+    idempotency_key,
+)
+from services.gateway.ingest.limits import IngestLimits
+from services.gateway.openapi import documented_body
+from services.gateway.state import GatewayState
+from shared.model import BatchIn, LogEntryIn
+
+
+def provide_ingestor(gateway: NamedDependency[GatewayState]) -> Ingestor:
+    return Ingestor(gateway.settings, gateway.credentials, gateway.rate_limiter, gateway.enqueuer)
+
+
+async def _read(
+    request: Request[Any, Any, Any], caller: Caller, ingestor: Ingestor
+) -> tuple[IngestLimits, bytes, str | None]:
+    """The tenant's limits, the body (within them) and the Idempotency-Key."""
+    caller.require("ingest")
+    tenant = await ingestor.limits_of(caller.tenant_id)
+    body = await request.body()
+    tenant.check_body(len(body))
+    return tenant, body, idempotency_key(request.headers.get("idempotency-key"))
+
+
+def _answer(accepted: Accepted) -> Response[bytes]:
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+    return Response(accepted.body, status_code=202, media_type="application/json", headers=headers)
+
+
+class IngestController(Controller):
+    path = "/api/v1/logs"
+    tags = ["ingest"]
+    dependencies = {
+        "caller": Provide(provide_caller),
+        "ingestor": Provide(provide_ingestor, sync_to_thread=False),
+    }
+    security = OPENAPI_SECURITY
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Ingest one log entry",
+        operation_class=documented_body(LogEntryIn, "One entry in the seed's shape"),
+        responses={202: ResponseSpec(SingleAnswer, description="Queued; stored exactly once")},
+    )
+    async def ingest_one(
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Caller],
+        ingestor: NamedDependency[Ingestor],
+    ) -> Response[bytes]:
+        tenant, body, idem_key = await _read(request, caller, ingestor)
+        return _answer(await ingestor.one(tenant, body, decode_single(body), idem_key))
+
+    @post(
+        "/batch",
+        status_code=202,
+        summary="Ingest a batch of log entries",
+        description='`{"entries": [...]}` or a bare JSON array. Valid entries are accepted; '
+        "each invalid one is reported in `errors` with its index, field and reason.",
+        operation_class=documented_body(BatchIn[LogEntryIn], "A batch of entries"),
+        responses={202: ResponseSpec(IngestAnswer, description="The valid entries are queued")},
+    )
+    async def ingest_batch(
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Caller],
+        ingestor: NamedDependency[Ingestor],
+    ) -> Response[bytes]:
+        tenant, body, idem_key = await _read(request, caller, ingestor)
+        entries = decode_batch_body(body, ingestor.settings.max_batch_entries)
+        return _answer(await ingestor.batch(tenant, body, entries, idem_key))
