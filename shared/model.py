@@ -92,6 +92,17 @@ class LogRecord(msgspec.Struct, array_like=True):
     environment: str | None
 
 
+# The stored entry's fields, in LogRecord's order, which is also StoredRow's, the stream
+# message's and the writer's COPY column order: declared once (above) and derived from
+# here wherever fields are listed (SELECT lists, COPY, the tail's filter, validation).
+ENTRY_FIELDS: tuple[str, ...] = LogRecord.__struct_fields__
+# The free-text fields: what may not hold NUL, and what an entry's size counts with the
+# metadata's JSON text.
+TEXT_FIELDS: tuple[str, ...] = tuple(
+    name for name in ENTRY_FIELDS if name not in ("id", "timestamp", "level", "metadata")
+)
+
+
 class IngestMessage(msgspec.Struct, array_like=True):
     """One accepted HTTP request: the unit of a stream message and of exactly-once."""
 

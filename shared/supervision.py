@@ -21,8 +21,8 @@ EXIT_CANNOT_LISTEN = 98
 
 
 def notify_serving() -> None:
-    """Tell the supervisor that started this process that it now serves; nothing when
-    started alone (compose, a shell). Every start of the process tells it again."""
+    """Tell the supervisor that started this process that it now serves (a restarted
+    gateway tells it again); nothing when started alone (compose, a shell)."""
     text = os.environ.get(READY_FD_ENV)
     if text is None:
         return

@@ -26,7 +26,6 @@ Scope = Literal["ingest", "query", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "query", "admin")
 SYSTEM_TENANT = uuid.UUID(int=0)
 
-_GIB = 1024**3
 
 
 # Bounds of the columns (integer, bigint): a value beyond them is refused on decoding.
@@ -340,19 +339,6 @@ async def ensure_bootstrap_key(conn: AsyncConnection) -> str | None:
         bootstrap=True,
     )
     return made[1] if made else None
-
-
-async def storage_quota_bytes(
-    conn: AsyncConnection, tenant_id: uuid.UUID, settings: Settings
-) -> int:
-    """The tenant's storage quota: its retention policy's max_size_gb when set, else
-    LOG_MAX_SIZE_GB. Works inside `tenant_scope` as well as outside."""
-    cur = await conn.execute(
-        "SELECT max_size_gb FROM log_retention_policies WHERE tenant_id = %s", (tenant_id,)
-    )
-    row = await cur.fetchone()
-    size_gb = float(row[0]) if row and row[0] is not None else settings.log_max_size_gb
-    return int(size_gb * _GIB)
 
 
 async def first_admin_key(settings: Settings) -> str | None:

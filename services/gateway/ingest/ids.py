@@ -7,7 +7,6 @@ import struct
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 
 import msgspec
 
@@ -83,10 +82,3 @@ _BIN16 = b"\xc4\x10"  # msgpack: 16 bytes of binary follow (a UUID, for msgspec)
 _uuid_list = msgspec.msgpack.Decoder(list[uuid.UUID])
 _RAND_MASK = (1 << 62) - 1
 _VERSION_BITS = (0x7 << 76) | (0b10 << 62)
-
-
-def uuid7_time(value: uuid.UUID) -> datetime | None:
-    """The creation time embedded in a UUIDv7, or None for other versions."""
-    if value.version != 7:
-        return None
-    return datetime.fromtimestamp((value.int >> 80) / 1000, tz=UTC)

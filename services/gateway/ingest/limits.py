@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from services.gateway.ingest.validation import Limits, Validated
 from shared.errors import FieldError, PayloadTooLarge, RateLimited, Unavailable
-from shared.model import LogRecord
+from shared.model import entry_size
 from shared.settings import Settings
 from shared.streams import StreamKeys
 from shared.tenancy import EffectiveLimits
@@ -139,7 +139,7 @@ class IngestLimits:
             return result  # no valid entry can be this large
         kept = Validated(errors=list(result.errors))
         for record, index in zip(result.records, result.indexes, strict=True):
-            if entry_bytes(record) > limit:
+            if entry_size(record) > limit:
                 kept.errors.append(
                     FieldError(
                         field="$",
@@ -157,25 +157,6 @@ class IngestLimits:
 # service_name 128, four ids 128 each, source 512, host 256, environment 64 (in
 # characters; up to 4 UTF-8 bytes each).
 _MAX_OTHER_FIELDS_BYTES = 4 * (128 + 4 * 128 + 512 + 256 + 64)
-
-
-def entry_bytes(record: LogRecord) -> int:
-    """An entry's size: its text fields in UTF-8 and its metadata as JSON."""
-    size = len(record.metadata or b"")
-    for text in (
-        record.service_name,
-        record.message,
-        record.trace_id,
-        record.span_id,
-        record.user_id,
-        record.request_id,
-        record.source,
-        record.host,
-        record.environment,
-    ):
-        if text:
-            size += len(text.encode("utf-8"))
-    return size
 
 
 def _too_large(what: str, name: str, value: int) -> PayloadTooLarge:

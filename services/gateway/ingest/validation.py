@@ -18,7 +18,7 @@ import msgspec
 
 from services.gateway.ingest.ids import uuid7, uuid7_batch
 from shared.errors import FieldError
-from shared.model import Level, LogEntryIn, LogRecord
+from shared.model import TEXT_FIELDS, Level, LogEntryIn, LogRecord
 from shared.settings import Settings
 
 _entry_decoder = msgspec.json.Decoder(LogEntryIn)
@@ -165,10 +165,6 @@ _LEVEL_BY_TEXT = {
     for level in Level
     for spelling in (level.name, level.name.lower(), level.name.capitalize())
 }
-_TEXT_FIELDS = (
-    "service_name", "message", "trace_id", "span_id", "user_id", "request_id", "source",
-    "host", "environment",
-)  # fmt: skip
 
 
 def to_record(
@@ -199,7 +195,7 @@ def to_record(
     ):
         raise EntryRejected("message", f"longer than {limits.max_message_bytes} bytes")
     if may_hold_nul:
-        for name in _TEXT_FIELDS:
+        for name in TEXT_FIELDS:
             _check_text(name, getattr(entry, name))
     timestamp = entry.timestamp
     if timestamp is None:

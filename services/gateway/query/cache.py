@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.filters import CompiledFilter, LogFilter
+from shared.redis_conn import make_redis
 from shared.settings import Settings
 from shared.streams import StreamKeys
 
@@ -88,16 +89,7 @@ class QueryCache:
         timeout = settings.query_cache_timeout_ms / 1000
         enabled = settings.query_cache_ttl_seconds > 0 or settings.query_cache_open_ttl_seconds > 0
         redis = (
-            Redis(
-                host=settings.redis_host,
-                port=settings.redis_port,
-                db=settings.redis_db,
-                password=settings.redis_password or None,
-                protocol=2,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry_on_timeout=False,
-            )
+            make_redis(settings, timeout=timeout)
             if enabled
             else None
         )

@@ -20,35 +20,21 @@ from typing import Any, Literal
 from psycopg import AsyncConnection, sql
 
 from shared.filters import CompiledFilter, where_sql
-from shared.model import Level, LogEntryOut
+from shared.model import ENTRY_FIELDS, LEVEL_NAMES, LogEntryOut
 
 Sort = Literal["asc", "desc"]
 
-_COLUMN_NAMES = (
-    "id", "tenant_id", "timestamp", "level", "service_name", "message", "trace_id", "span_id",
-    "user_id", "request_id", "metadata", "source", "host", "environment",
-)  # fmt: skip
+# The tenant, then the stored fields (shared/model.py): LogEntryOut's fields, in any order.
+_COLUMN_NAMES = ("tenant_id", *ENTRY_FIELDS)
 _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in _COLUMN_NAMES)
 
 
 def entry_from_row(row: Sequence[Any]) -> LogEntryOut:
-    """A row of `_COLUMN_NAMES` in the seed's shape (level by name)."""
-    return LogEntryOut(
-        id=row[0],
-        tenant_id=row[1],
-        timestamp=row[2].astimezone(UTC),
-        level=Level(row[3]).name,
-        service_name=row[4],
-        message=row[5],
-        trace_id=row[6],
-        span_id=row[7],
-        user_id=row[8],
-        request_id=row[9],
-        metadata=row[10],
-        source=row[11],
-        host=row[12],
-        environment=row[13],
-    )
+    """A row of `_COLUMN_NAMES` in the seed's shape (level by name, time in UTC)."""
+    values = dict(zip(_COLUMN_NAMES, row, strict=True))
+    values["level"] = LEVEL_NAMES[values["level"] - 1]
+    values["timestamp"] = values["timestamp"].astimezone(UTC)
+    return LogEntryOut(**values)
 
 
 @dataclass(frozen=True, slots=True)

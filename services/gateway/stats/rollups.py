@@ -5,9 +5,14 @@ rollup dimensions (service, level, environment). The range is cut like a ruler: 
 UTC days in the middle (log_counts_daily), whole hours around them (log_counts_hourly),
 whole minutes around those (log_counts, or log_counts_by_level when neither the filter
 nor the grouping involves service or environment) and, at the two ends, the partial
-minutes, counted from log_entries. So answers are exact for any start and end, and a
+minutes, counted from the rows. So answers are exact for any start and end, and a
 week costs about what a day does. Any other filter term (search, ids, host, source,
 metadata) counts raw rows in the range.
+
+Raw rows are read through the view `tenant_log_entries`, as the query API reads them
+(services/gateway/query/store.py): under log_entries' row-level security a `search`
+could not use the trigram index (sql/0002_query.sql), and a search over a closed day of
+a busy tenant scanned the whole partition.
 
 Every function takes the tenant explicitly and filters by it; the caller provides the
 connection (the gateway's tenant-scoped read transaction).
@@ -24,6 +29,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from services.gateway.query.store import Statement
 from shared.compaction import WATERMARK_SQL, watermark_of
 from shared.filters import CompiledFilter, where_sql
 from shared.model import Level
@@ -40,7 +46,7 @@ class Source(enum.Enum):
     """Where a span of the range is counted, and the time column's granularity there."""
 
     # Literal steps: inside this class body, MINUTE, HOUR and DAY name the members.
-    RAW = ("log_entries", "timestamp", timedelta(0))
+    RAW = ("tenant_log_entries", "timestamp", timedelta(0))
     MINUTE = ("log_counts", "minute", timedelta(minutes=1))
     LEVEL_MINUTE = ("log_counts_by_level", "minute", timedelta(minutes=1))
     HOUR = ("log_counts_hourly", "hour", timedelta(hours=1))
@@ -121,19 +127,13 @@ def plan_spans(
 Dimension = str  # "service_name" or "level"
 
 
-@dataclass(frozen=True, slots=True)
-class _Query:
-    statement: sql.Composed
-    params: list[Any]
-
-
 def _span_select(
     tenant_id: uuid.UUID,
     f: CompiledFilter,
     span: Span,
     dims: Sequence[Dimension],
     bucket: timedelta | None,
-) -> _Query:
+) -> Statement:
     """One span's grouped counts: (bucket, *dims, count, first, last, step seconds)."""
     time_col = sql.Identifier(span.source.column)
     if span.source is Source.RAW:
@@ -164,19 +164,21 @@ def _span_select(
         clause,
         sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(columns) + 1)),
     )
-    return _Query(statement, [*bucket_params, *where_params])
+    return Statement(statement, [*bucket_params, *where_params])
 
 
-def _union(
+def spans_statement(
     tenant_id: uuid.UUID,
     f: CompiledFilter,
     spans: Sequence[Span],
     dims: Sequence[Dimension],
     bucket: timedelta | None,
-) -> _Query:
+) -> Statement:
+    """The grouped counts of every span, one SELECT each: what `count_groups` and
+    `count_buckets` send, and what tests/test_query_plans.py EXPLAINs."""
     parts = [_span_select(tenant_id, f, s, dims, bucket) for s in spans]
-    statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p.statement) for p in parts)
-    return _Query(statement, [param for p in parts for param in p.params])
+    statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p.query) for p in parts)
+    return Statement(statement, [param for p in parts for param in p.params])
 
 
 @dataclass(slots=True)
@@ -240,8 +242,8 @@ async def count_groups(
     )
     if not spans:
         return [], rollups
-    query = _union(tenant_id, f, spans, dims, None)
-    cur = await conn.execute(query.statement, query.params, prepare=False)
+    query = spans_statement(tenant_id, f, spans, dims, None)
+    cur = await conn.execute(query.query, query.params, prepare=False)
     groups: dict[tuple[Any, ...], Group] = {}
     for row in await cur.fetchall():
         key = tuple(row[1 : 1 + len(dims)])
@@ -294,13 +296,13 @@ async def count_buckets(
     )
     if not spans:
         return [], rollups
-    query = _union(tenant_id, f, spans, dims, interval)
+    query = spans_statement(tenant_id, f, spans, dims, interval)
     # Pivoted here, one row per bucket: five times fewer rows to send and decode.
     keys = sql.SQL(", ").join(
         [sql.Identifier("bucket"), *(sql.Identifier(d) for d in dims if d != "level")]
     )
     statement = sql.SQL("SELECT {}, {} FROM ({}) AS spans GROUP BY {} ORDER BY {}").format(
-        keys, _PER_LEVEL, query.statement, keys, keys
+        keys, _PER_LEVEL, query.query, keys, keys
     )
     cur = await conn.execute(statement, query.params, prepare=False)
     rows = await cur.fetchall()
@@ -360,7 +362,7 @@ async def exact_time(
         return None
     where = where_sql(tenant_id, replace(f, start=found[0], end=found[1]))
     cur = await conn.execute(
-        sql.SQL('SELECT {}("timestamp") FROM log_entries WHERE {}').format(
+        sql.SQL('SELECT {}("timestamp") FROM tenant_log_entries WHERE {}').format(
             sql.SQL("max" if newest else "min"), where.clause
         ),
         where.params,

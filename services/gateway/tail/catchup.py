@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.gateway.tail.events import Position
 from shared.db import tenant_scope
 from shared.filters import CompiledFilter, where_sql
-from shared.model import LogRecord
+from shared.model import ENTRY_FIELDS, LogRecord
 
 # How many commits one page looks at; a page stops earlier once it holds PAGE_ROWS rows.
 _PAGE_COMMITS = 500
@@ -29,9 +29,7 @@ ORDER BY seq LIMIT %s
 # Each commit's ids and timestamps, unnested in order, find their rows through the
 # tenant+time index (with run-time partition pruning): no index on log_entries.id.
 _ROWS_SQL = """
-SELECT b.seq, k.ord - 1, e.id, e."timestamp", e.level, e.service_name, e.message,
-       e.trace_id, e.span_id, e.user_id, e.request_id, e.metadata::text,
-       e.source, e.host, e.environment
+SELECT b.seq, k.ord - 1, {columns}
 FROM tail_batches b
 CROSS JOIN LATERAL unnest(b.ids, b.stamps) WITH ORDINALITY AS k(id, ts, ord)
 JOIN log_entries e ON e.tenant_id = b.tenant_id AND e."timestamp" = k.ts AND e.id = k.id
@@ -39,6 +37,14 @@ WHERE b.tenant_id = %s AND b.seq BETWEEN %s AND %s AND (b.seq > %s OR k.ord > %s
   AND {filter}
 ORDER BY b.seq, k.ord
 """
+
+
+# A LogRecord's fields from the row `e`; metadata as its JSON text, as the stream has it.
+_ENTRY_COLUMNS = sql.SQL(", ").join(
+    sql.SQL("e.metadata::text") if name == "metadata" else sql.Identifier("e", name)
+    for name in ENTRY_FIELDS
+)
+_METADATA = ENTRY_FIELDS.index("metadata")
 
 
 @dataclass(slots=True)
@@ -102,7 +108,7 @@ class TailReader:
             through = Position(last if rows >= PAGE_ROWS or len(commits) == _PAGE_COMMITS else upto)
             w = where_sql(tenant_id, where, alias="e")
             cur = await conn.execute(
-                sql.SQL(_ROWS_SQL).format(filter=w.clause),
+                sql.SQL(_ROWS_SQL).format(columns=_ENTRY_COLUMNS, filter=w.clause),
                 [tenant_id, commits[0][0], last, after.seq, skip, *w.params],
             )
             entries: list[tuple[int, int, LogRecord]] = []
@@ -112,6 +118,7 @@ class TailReader:
                 if (seq, index) in seen:
                     continue
                 seen.add((seq, index))
-                columns[9] = columns[9].encode() if columns[9] is not None else None
+                metadata = columns[_METADATA]
+                columns[_METADATA] = metadata.encode() if metadata is not None else None
                 entries.append((int(seq), int(index), LogRecord(*columns)))
         return CatchUpPage(through=through, entries=entries, missing=missing)

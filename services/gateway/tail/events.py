@@ -13,12 +13,12 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from shared.errors import BadRequest, FieldError
-from shared.model import LEVEL_NAMES, LogRecord
+from shared.model import LEVEL_NAMES, LogEntryOut, LogRecord
 
 # Larger than any index: "the end of the commit" sorts after each of its entries.
 END = 1 << 62
@@ -49,31 +49,11 @@ class Position:
         return cls(int(seq), END if index is None else int(index))
 
 
-class TailEntryOut(msgspec.Struct):
-    """An entry as a `log` event carries it: LogEntryOut's shape, with the metadata JSON
-    passed through as stored instead of decoded and encoded again."""
-
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    service_name: str
-    level: str
-    message: str
-    timestamp: datetime
-    trace_id: str | None = None
-    span_id: str | None = None
-    user_id: str | None = None
-    request_id: str | None = None
-    metadata: msgspec.Raw | None = None
-    source: str | None = None
-    host: str | None = None
-    environment: str | None = None
-
-
 _json = msgspec.json.Encoder()
 
 
 def log_frame(tenant_id: uuid.UUID, seq: int, index: int, r: LogRecord) -> bytes:
-    entry = TailEntryOut(
+    entry = LogEntryOut(
         id=r.id,
         tenant_id=tenant_id,
         service_name=r.service_name,
@@ -84,7 +64,9 @@ def log_frame(tenant_id: uuid.UUID, seq: int, index: int, r: LogRecord) -> bytes
         span_id=r.span_id,
         user_id=r.user_id,
         request_id=r.request_id,
-        metadata=msgspec.Raw(r.metadata) if r.metadata is not None else None,
+        # The stored JSON text, passed through as is (msgspec encodes a Raw verbatim):
+        # the tail never decodes metadata it does not filter on.
+        metadata=cast(Any, msgspec.Raw(r.metadata)) if r.metadata is not None else None,
         source=r.source,
         host=r.host,
         environment=r.environment,

@@ -24,7 +24,7 @@ import msgspec
 
 from services.gateway.tail.events import log_frame
 from shared.filters import CompiledFilter, matches
-from shared.model import LogRecord
+from shared.model import ENTRY_FIELDS, LogRecord
 from shared.tail import TailMessage, decode_tail_message
 
 log = logging.getLogger("gateway.tail")
@@ -36,10 +36,7 @@ INBOX_MAX_BYTES = 32 * 1024 * 1024
 # SSE events are written to the socket in pieces of about this size.
 CHUNK_BYTES = 256 * 1024
 _MATCH_ALL = CompiledFilter()
-_COLUMNS = frozenset(
-    ("id", "timestamp", "level", "service_name", "message", "trace_id", "span_id", "user_id",
-     "request_id", "metadata", "source", "host", "environment")
-)  # fmt: skip
+_COLUMNS = frozenset(ENTRY_FIELDS)
 _UNSET: Any = object()
 
 

@@ -88,10 +88,6 @@ class TailHub:
 
     # Clients.
 
-    @property
-    def client_count(self) -> int:
-        return self._total
-
     async def open(
         self, tenant_id: uuid.UUID, where: CompiledFilter, resume: Position | None
     ) -> TailSession:
