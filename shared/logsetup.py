@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,3 +35,14 @@ def configure_logging(settings: Settings, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+
+
+def start_process(process: str) -> Settings:
+    """How every process starts: its settings from the environment (an invalid one ends
+    the process with the message naming the variable), then its JSON logging."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(str(exc))
+    configure_logging(settings, process)
+    return settings

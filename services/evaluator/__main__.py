@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 from shared.lifecycle import stop_on_signals
-from shared.logsetup import configure_logging
+from shared.logsetup import start_process
 from shared.migrate import migrate_when_reachable
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 log = logging.getLogger("evaluator")
 
@@ -30,11 +29,7 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        sys.exit(str(exc))
-    configure_logging(settings, "evaluator")
+    settings = start_process("evaluator")
     asyncio.run(run(settings))
 
 

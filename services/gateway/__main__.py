@@ -19,9 +19,9 @@ import sys
 import uvicorn
 
 from shared.lifecycle import retry_until_ready
-from shared.logsetup import configure_logging
+from shared.logsetup import start_process
 from shared.migrate import migrate_when_reachable
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 from shared.supervision import EXIT_CANNOT_LISTEN, notify_serving
 from shared.tenancy import first_admin_key
 
@@ -105,11 +105,7 @@ class _Gateway(uvicorn.Server):
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        sys.exit(str(exc))
-    configure_logging(settings, "gateway")
+    settings = start_process("gateway")
     # Before importing the app (a second or so): a port in use is reported at once.
     sock = _listen(settings)
     from services.gateway.app import create_app

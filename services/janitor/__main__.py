@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable
 
 import psycopg
@@ -22,9 +21,9 @@ from services.janitor.search_index import build_search_index
 from shared.compaction import compact
 from shared.db import delete_older_than
 from shared.lifecycle import sleep_or_stop, stop_on_signals
-from shared.logsetup import configure_logging
+from shared.logsetup import start_process
 from shared.migrate import ensure_partitions_ahead, migrate_when_reachable
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 from shared.tail import prune_tail_batches
 
 log = logging.getLogger("janitor")
@@ -95,11 +94,7 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        sys.exit(str(exc))
-    configure_logging(settings, "janitor")
+    settings = start_process("janitor")
     asyncio.run(run(settings))
 
 

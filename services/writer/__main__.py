@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import socket
-import sys
 
 from psycopg import AsyncConnection
 
@@ -16,10 +15,10 @@ from services.writer.store import register_dumpers
 from services.writer.tail import TailPublisher
 from shared.db import make_pool, partition_unit
 from shared.lifecycle import retry_until_ready, stop_on_signals
-from shared.logsetup import configure_logging
+from shared.logsetup import start_process
 from shared.migrate import migrate
 from shared.redis_conn import make_redis
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 from shared.streams import StreamKeys
 
 log = logging.getLogger("writer")
@@ -88,11 +87,7 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        sys.exit(str(exc))
-    configure_logging(settings, "writer")
+    settings = start_process("writer")
     asyncio.run(run(settings))
 
 
