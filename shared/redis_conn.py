@@ -7,9 +7,7 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 
 
-def make_redis(
-    settings: Settings, *, blocking: bool = False, timeout: float = 5.0
-) -> Redis:
+def make_redis(settings: Settings, *, blocking: bool = False, timeout: float = 5.0) -> Redis:
     """A client for commands (`timeout` seconds to connect and per reply) or, with
     `blocking`, for XREADGROUP BLOCK and pub/sub, which must not be cut by a socket
     timeout. RESP2 is pinned so the reply shapes we parse do not change with the

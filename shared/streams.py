@@ -14,6 +14,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from shared.model import IngestMessage, StoredMessage
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 
 GROUP = "writers"
@@ -30,46 +31,6 @@ def encode_message(message: IngestMessage) -> bytes:
 def decode_message(payload: bytes) -> StoredMessage:
     """The writer's reading of a message: rows as tuples (shared/model.py, StoredRow)."""
     return _decoder.decode(payload)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamKeys:
-    """Every Redis key of one deployment, under REDIS_KEY_PREFIX."""
-
-    prefix: str
-    shards: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StreamKeys:
-        return cls(settings.redis_key_prefix, settings.stream_shards)
-
-    def shard(self, index: int) -> str:
-        return f"{self.prefix}:ingest:{index}"
-
-    def all_shards(self) -> list[str]:
-        return [self.shard(i) for i in range(self.shards)]
-
-    @property
-    def dead_letter(self) -> str:
-        return f"{self.prefix}:ingest:dead"
-
-    def idempotency(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}:idem:{tenant}:{key}"
-
-    def tail_channel(self, tenant: str) -> str:
-        return f"{self.prefix}:tail:{tenant}"
-
-    def tail_control(self, gateway: str) -> str:
-        """A gateway's private pub/sub channel (wakes its listener on subscription changes)."""
-        return f"{self.prefix}:tail-control:{gateway}"
-
-    def rate(self, tenant: str) -> str:
-        """The tenant's ingest token buckets."""
-        return f"{self.prefix}:rate:{tenant}"
-
-    def query_cache(self, tenant: str, kind: str, digest: str) -> str:
-        """One cached query answer; tenant and kind in clear, to count or drop them."""
-        return f"{self.prefix}:qcache:{tenant}:{kind}:{digest}"
 
 
 # Atomic admission: a replayed Idempotency-Key returns the first answer; a full shard
@@ -103,7 +64,7 @@ class Enqueuer:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
-        self._keys = StreamKeys.from_settings(settings)
+        self._keys = RedisKeys.from_settings(settings)
         self._max_backlog = settings.stream_max_backlog
         self._idem_ttl = settings.idempotency_ttl_seconds
         self._script = redis.register_script(_ENQUEUE)

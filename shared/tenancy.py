@@ -27,7 +27,6 @@ SCOPES: tuple[Scope, ...] = ("ingest", "query", "admin")
 SYSTEM_TENANT = uuid.UUID(int=0)
 
 
-
 # Bounds of the columns (integer, bigint): a value beyond them is refused on decoding.
 _Rate = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 _ByteRate = Annotated[int, msgspec.Meta(ge=0, le=2**62)]

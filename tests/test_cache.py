@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from services.gateway.app import create_app
 from services.gateway.query.cache import Answer, CacheStatus, QueryCache
 from shared.filters import LogFilter
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
 from tests.polling import wait_until
@@ -171,7 +172,7 @@ def make_cache(port: int, **overrides: float) -> QueryCache:
     timeout = overrides.pop("timeout", 0.1)
     return QueryCache(
         Redis(port=port, protocol=2, socket_timeout=timeout, socket_connect_timeout=timeout),
-        prefix=f"test-cache-{uuid.uuid4().hex[:8]}",
+        keys=RedisKeys(f"test-cache-{uuid.uuid4().hex[:8]}", shards=1),
         closed_ttl=3600,
         open_ttl=5,
         ingest_lag=timedelta(minutes=2),
@@ -230,7 +231,12 @@ async def _is_hit(answer: Awaitable[Answer]) -> bool:
 
 async def test_disabled_cache_computes_every_time() -> None:
     cache = QueryCache(
-        None, prefix="x", closed_ttl=3600, open_ttl=5, ingest_lag=timedelta(0), timeout=0.1
+        None,
+        keys=RedisKeys("x", shards=1),
+        closed_ttl=3600,
+        open_ttl=5,
+        ingest_lag=timedelta(0),
+        timeout=0.1,
     )
 
     async def compute() -> bytes:

@@ -19,6 +19,7 @@ from services.gateway.query.guard import QueryGuard
 from services.writer.loop import Writer
 from shared.db import make_pool
 from shared.errors import Unavailable
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
 from tests.datagen import load_gen_logs
@@ -379,7 +380,7 @@ async def test_closed_range_is_cached_and_a_dead_cache_still_answers(
     assert labels(first.json(), dataset) == newest_first(set(DATASET))
     dead = QueryCache(
         Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2),
-        prefix=settings.redis_key_prefix,
+        keys=RedisKeys.from_settings(settings),
         closed_ttl=3600,
         open_ttl=5,
         ingest_lag=timedelta(minutes=2),

@@ -18,8 +18,8 @@ from shared.lifecycle import retry_until_ready, stop_on_signals
 from shared.logsetup import start_process
 from shared.migrate import migrate
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 
 log = logging.getLogger("writer")
 
@@ -63,7 +63,7 @@ async def run(settings: Settings) -> None:
     )
     await pool.open(wait=False)
     redis = make_redis(settings, blocking=True)
-    keys = StreamKeys.from_settings(settings)
+    keys = RedisKeys.from_settings(settings)
     tail = TailPublisher(redis, keys)
     name = settings.writer_name or f"{socket.gethostname()}-{os.getpid()}"
     writers = [

@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.model import StoredMessage
-from shared.streams import GROUP, PAYLOAD_FIELD, StreamKeys, decode_message
+from shared.redis_keys import RedisKeys
+from shared.streams import GROUP, PAYLOAD_FIELD, decode_message
 
 log = logging.getLogger("writer.consumer")
 
@@ -63,7 +64,7 @@ def _parse(reply: Reply | None) -> tuple[list[Delivery], dict[str, list[str]]]:
 
 
 class StreamConsumer:
-    def __init__(self, redis: Redis, keys: StreamKeys, consumer: str, claim_idle_ms: int) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, consumer: str, claim_idle_ms: int) -> None:
         self._redis = redis
         self._keys = keys
         self.name = consumer

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.model import StoredMessage, StoredRow
-from shared.streams import StreamKeys
+from shared.redis_keys import RedisKeys
 from shared.tail import encode_tail_message
 
 log = logging.getLogger("tail")
@@ -118,7 +118,7 @@ class TailPublisher:
     rows are committed, and gateways find the missing number and read them from
     PostgreSQL."""
 
-    def __init__(self, redis: Redis, keys: StreamKeys) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
         self.failures = 0

@@ -26,8 +26,9 @@ from services.gateway.ingest.validation import (
 )
 from shared.errors import Backpressure, FieldError, Unavailable, ValidationFailed
 from shared.model import IngestMessage, LogEntryIn
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import BacklogFull, Enqueuer, StreamKeys, encode_message
+from shared.streams import BacklogFull, Enqueuer, encode_message
 
 log = logging.getLogger("gateway.ingest")
 
@@ -121,7 +122,7 @@ class Ingestor:
         idem_key: str | None,
     ) -> Accepted:
         await self.rate_limiter.take(tenant.tenant_id, tenant.limits, len(result.records), size)
-        keys = StreamKeys.from_settings(self.settings)
+        keys = RedisKeys.from_settings(self.settings)
         payload = encode_message(
             IngestMessage(
                 tenant_id=tenant.tenant_id, received_at=datetime.now(UTC), records=result.records

@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 from services.gateway.ingest.validation import Limits, Validated
 from shared.errors import FieldError, PayloadTooLarge, RateLimited, Unavailable
 from shared.model import entry_size
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 from shared.tenancy import EffectiveLimits
 
 # Two token buckets (logs, bytes) of one tenant in one hash, refilled by the time elapsed
@@ -64,7 +64,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._take = redis.register_script(_TAKE)
-        self._keys = StreamKeys.from_settings(settings)
+        self._keys = RedisKeys.from_settings(settings)
         self._burst_seconds = settings.tenant_burst_seconds
 
     async def take(

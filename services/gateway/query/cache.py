@@ -33,8 +33,8 @@ from redis.exceptions import RedisError
 
 from shared.filters import CompiledFilter, LogFilter
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 
 log = logging.getLogger("cache")
 
@@ -66,7 +66,7 @@ class QueryCache:
         self,
         redis: Redis | None,
         *,
-        prefix: str,
+        keys: RedisKeys,
         closed_ttl: int,
         open_ttl: int,
         ingest_lag: timedelta,
@@ -74,7 +74,7 @@ class QueryCache:
         backoff: float = BACKOFF_SECONDS,
     ) -> None:
         self._redis = redis
-        self._keys = StreamKeys(prefix, shards=1)
+        self._keys = keys
         self._closed_ttl = closed_ttl
         self._open_ttl = open_ttl
         self.ingest_lag = ingest_lag
@@ -88,14 +88,10 @@ class QueryCache:
         which is right for ingest (it must know) and wrong for a cache (it must not wait)."""
         timeout = settings.query_cache_timeout_ms / 1000
         enabled = settings.query_cache_ttl_seconds > 0 or settings.query_cache_open_ttl_seconds > 0
-        redis = (
-            make_redis(settings, timeout=timeout)
-            if enabled
-            else None
-        )
+        redis = make_redis(settings, timeout=timeout) if enabled else None
         return cls(
             redis,
-            prefix=settings.redis_key_prefix,
+            keys=RedisKeys.from_settings(settings),
             closed_ttl=settings.query_cache_ttl_seconds,
             open_ttl=settings.query_cache_open_ttl_seconds,
             ingest_lag=timedelta(seconds=settings.query_cache_ingest_lag_seconds),

@@ -29,8 +29,8 @@ from services.gateway.tail.feed import TenantFeed
 from services.gateway.tail.session import SessionLimits, TailSession
 from shared.errors import RateLimited, Unavailable
 from shared.filters import CompiledFilter
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 
 log = logging.getLogger("gateway.tail")
 
@@ -43,7 +43,7 @@ class TailHub:
         self._settings = settings
         self._reader = reader
         self._redis = redis
-        self._keys = StreamKeys.from_settings(settings)
+        self._keys = RedisKeys.from_settings(settings)
         self._control = self._keys.tail_control(str(uuid.uuid4())).encode()
         self._limits = SessionLimits(
             buffer_events=settings.tail_client_buffer,
