@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import psycopg
-from psycopg import AsyncConnection, postgres
+from psycopg import AsyncConnection, postgres, sql
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from services.writer import failpoint
 from services.writer.consumer import Delivery
 from services.writer.tail import TailBatch, UuidArray, UuidArrayDumper, record_tail_batches
-from shared.model import ENTRY_FIXED_BYTES, StoredRow, entry_size
+from shared.model import ENTRY_FIELDS, ENTRY_FIXED_BYTES, StoredRow, entry_size
 
 log = logging.getLogger("writer.store")
 _json = msgspec.json.Encoder()
@@ -29,15 +29,16 @@ _json = msgspec.json.Encoder()
 # each value in its type's binary form; the 16 bytes of a UUID are exactly what psycopg's
 # C `bytea` dumper sends, so ids and tenants go through it instead of the Python `uuid`
 # dumper (README, "Benchmarks").
-COPY_SQL = (
-    'COPY log_entries (id, "timestamp", level, service_name, message, trace_id, span_id, '
-    "user_id, request_id, metadata, source, host, environment, tenant_id) "
-    "FROM STDIN (FORMAT BINARY)"
+COPY_COLUMNS = (*ENTRY_FIELDS, "tenant_id")
+COPY_SQL = sql.SQL("COPY log_entries ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
 )
-COPY_TYPES = [
-    "bytea", "timestamptz", "int2", "text", "text", "text", "text",
-    "text", "text", "jsonb", "text", "text", "text", "bytea",
-]  # fmt: skip
+# The binary form of each column; every other stored field is text.
+_COPY_TYPE = {
+    "id": "bytea", "tenant_id": "bytea", "timestamp": "timestamptz", "level": "int2",
+    "metadata": "jsonb",
+}  # fmt: skip
+COPY_TYPES = [_COPY_TYPE.get(name, "text") for name in COPY_COLUMNS]
 
 
 class _JsonbTextDumper(Dumper):
