@@ -47,7 +47,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from bench.load import Loaded, add_arguments, from_arguments
-from services.gateway.stats import rollups
+from shared import rollups
 from shared.filters import LogFilter, compile_filter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,8 +242,15 @@ _KEYSET = (
 )
 
 
+async def as_tenant(conn: AsyncConnection[Any], tenant: uuid.UUID) -> None:
+    """The tenant the view tenant_log_entries shows, which the rollup functions read raw
+    rows through (the gateway sets it in `tenant_scope`); without it they count none."""
+    await conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant),))
+
+
 async def rollup_stats(conn: AsyncConnection[Any], tenant: uuid.UUID, f: LogFilter) -> object:
     """What GET /stats reads: grouped counts, then the exact first and last entry."""
+    await as_tenant(conn, tenant)
     compiled = compile_filter(f)
     groups, _ = await rollups.count_groups(conn, tenant, compiled, ("service_name", "level"))
     first = min(groups, key=lambda g: g.first)
@@ -259,6 +266,7 @@ async def rollup_histogram(
     conn: AsyncConnection[Any], tenant: uuid.UUID, f: LogFilter, interval: timedelta
 ) -> object:
     """What POST /aggregate reads."""
+    await as_tenant(conn, tenant)
     return await rollups.count_buckets(conn, tenant, compile_filter(f), interval, by_service=False)
 
 

@@ -47,8 +47,9 @@ from services.writer.__main__ import configure_connection
 from services.writer.consumer import Delivery
 from shared.model import IngestMessage, Level, LogRecord, StoredMessage
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys, decode_message, encode_message
+from shared.streams import decode_message, encode_message
 from shared.tail import encode_tail_message
 from tests.datagen import load_gen_logs
 from tests.processes import Service, free_port, service_env
@@ -321,7 +322,7 @@ async def _publish_direct(
     pool = _records(2_000, seed=5)[:2]
     rows = [r for m in pool for r in m.records]
     redis = make_redis(settings)
-    keys = StreamKeys.from_settings(settings)
+    keys = RedisKeys.from_settings(settings)
     per_commit = max(1, round(rate * 0.2 / len(tenants)))
     seqs = dict.fromkeys(tenants, 0)
     sent, began = 0, time.monotonic()

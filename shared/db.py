@@ -6,6 +6,8 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -14,6 +16,15 @@ from psycopg_pool import AsyncConnectionPool
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A query and the parameters of its placeholders: what the query and counting
+    functions run, and what tests/test_query_plans.py EXPLAINs."""
+
+    query: sql.Composed
+    params: list[Any]
 
 
 def make_pool(

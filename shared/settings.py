@@ -68,6 +68,15 @@ def _admin_key(raw: str) -> str:
     return raw
 
 
+def _eval_interval(raw: str) -> int:
+    value = _int(1, 3600)(raw)
+    if not (60 % value == 0 or (value % 60 == 0 and 3600 % value == 0)):
+        raise ValueError(
+            "must divide 60 (1, 2, 5, 10, 15, 20, 30, ...) or be a multiple of 60 dividing 3600"
+        )
+    return value
+
+
 def _env(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
     """Declare a setting: its variable, its default and how the text is parsed."""
     return field(default=default, metadata={"env": name, "parse": parse})
@@ -89,6 +98,10 @@ class Settings:
 
     # Connections.
     server_host: str = _env("SERVER_HOST", "127.0.0.1")
+    # On SIGTERM the gateway answers /ready with 503 at once and keeps serving this long
+    # (a load balancer's time to stop sending to it), then stops accepting. SIGINT
+    # (Ctrl-C), or a second signal, stops it without the wait.
+    shutdown_drain_seconds: float = _env("SHUTDOWN_DRAIN_SECONDS", 5.0, _float(0, 300))
     redis_db: int = _env("REDIS_DB", 0, _int(0, 1023))
     redis_password: str = _env("REDIS_PASSWORD", "")
     redis_key_prefix: str = _env("REDIS_KEY_PREFIX", "minisource", _key_prefix)
@@ -132,7 +145,23 @@ class Settings:
     # How often the janitor adds settled minutes to the hourly and daily rollups
     # (shared/compaction.py); until then queries read those minutes from log_counts.
     rollup_compact_interval_seconds: int = _env("ROLLUP_COMPACT_INTERVAL", 15, _int(1, 3_600))
-    alert_eval_interval_seconds: int = _env("ALERT_EVAL_INTERVAL", 30, _int(1, 86_400))
+    # Alerting (issue 17): every enabled rule is evaluated once per ALERT_EVAL_INTERVAL
+    # seconds (a divisor of 60, or a multiple of 60 dividing 3600: the evaluator's cron
+    # fires at fixed seconds of the hour). A notification is tried ALERT_MAX_ATTEMPTS
+    # times with exponential backoff, then recorded as failed. Links in notifications
+    # point at PUBLIC_URL (default: http://SERVER_HOST:SERVER_PORT).
+    alert_eval_interval_seconds: int = _env("ALERT_EVAL_INTERVAL", 30, _eval_interval)
+    alert_max_attempts: int = _env("ALERT_MAX_ATTEMPTS", 8, _int(1, 100))
+    public_url: str = _env("PUBLIC_URL", "")
+    # E-mail channel: an SMTP relay (STARTTLS when SMTP_STARTTLS, the default).
+    smtp_host: str = _env("SMTP_HOST", "")
+    smtp_port: int = _env("SMTP_PORT", 587, _int(1, 65535))
+    smtp_user: str = _env("SMTP_USER", "")
+    smtp_password: str = field(
+        default="", repr=False, metadata={"env": "SMTP_PASSWORD", "parse": str}
+    )
+    smtp_from: str = _env("SMTP_FROM", "minisource-log@localhost")
+    smtp_starttls: bool = _env("SMTP_STARTTLS", True, _bool)
 
     # Tenancy and security (issue 4): how callers authenticate, and limits per tenant.
     # `api_key`: a key per caller (Authorization: Bearer or X-API-Key); `trusted_header`:
@@ -188,6 +217,8 @@ class Settings:
     tail_write_timeout_seconds: float = _env("TAIL_WRITE_TIMEOUT", 30.0, _float(0.1, 3600))
     tail_poll_seconds: float = _env("TAIL_POLL_SECONDS", 2.0, _float(0.05, 3600))
     log_level: str = _env("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
+    # The gateway's access log: one JSON line per request (at level info).
+    access_log: bool = _env("ACCESS_LOG", True, _bool)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

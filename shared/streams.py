@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import msgspec
 from redis.asyncio import Redis
@@ -89,3 +90,26 @@ class Enqueuer:
             if status == b"replay":
                 return Enqueued(message_id=None, replayed_answer=value)
         raise BacklogFull
+
+    async def previous_answer(self, idempotency_key: str) -> bytes | None:
+        """The answer remembered under an idempotency key, if a request with it was
+        accepted within IDEMPOTENCY_TTL_SECONDS."""
+        answer: bytes | None = await self._redis.get(idempotency_key)
+        return answer
+
+
+async def committed_watermark(redis: Redis, keys: RedisKeys, now: datetime) -> datetime:
+    """The instant up to which every accepted request is stored: when the oldest message
+    still on any shard was added (writers trim what they acknowledged, so the first
+    entry of a shard is the oldest not yet stored), or `now` when every shard is empty.
+    Alert windows end here, so a backlog delays an alert instead of faking one."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in keys.all_shards():
+            pipe.xrange(shard, count=1)
+        firsts = await pipe.execute()
+    oldest = now
+    for entries in firsts:
+        if entries:
+            added_ms = int(entries[0][0].split(b"-")[0])
+            oldest = min(oldest, datetime.fromtimestamp(added_ms / 1000, UTC))
+    return oldest

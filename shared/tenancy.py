@@ -22,8 +22,8 @@ from shared.audit import Actor, record_audit
 from shared.errors import Conflict, NotFound
 from shared.settings import Settings
 
-Scope = Literal["ingest", "query", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "query", "admin")
+Scope = Literal["ingest", "query", "admin", "alerts"]
+SCOPES: tuple[Scope, ...] = ("ingest", "query", "admin", "alerts")
 SYSTEM_TENANT = uuid.UUID(int=0)
 
 

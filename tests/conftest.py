@@ -27,8 +27,8 @@ from services.writer.loop import Writer
 from shared.db import make_pool
 from shared.migrate import migrate
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 from shared.tenancy import first_admin_key
 from tests.services_env import ensure_services
 
@@ -155,7 +155,7 @@ async def in_process_writer(settings: Settings, name: str = "test-writer") -> As
     )
     await pool.open()
     redis = make_redis(settings, blocking=True)
-    consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), name, 60_000)
+    consumer = StreamConsumer(redis, RedisKeys.from_settings(settings), name, 60_000)
     await consumer.ensure_groups()
     try:
         yield Writer(settings, pool, consumer, partition_unit=settings.partition_interval)

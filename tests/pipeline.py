@@ -10,8 +10,9 @@ from typing import Any
 import psycopg
 from redis import Redis
 
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import GROUP, StreamKeys
+from shared.streams import GROUP
 from tests.conftest import tenant_headers
 from tests.datagen import load_gen_logs
 
@@ -54,7 +55,7 @@ def pending_ids(settings: Settings) -> set[tuple[str, str]]:
     """(stream, message id) of every message read by a writer and not acknowledged."""
     found: set[tuple[str, str]] = set()
     with contextlib.closing(sync_redis(settings)) as redis:
-        for stream in StreamKeys.from_settings(settings).all_shards():
+        for stream in RedisKeys.from_settings(settings).all_shards():
             if not redis.exists(stream):
                 continue
             for entry in redis.xpending_range(stream, GROUP, min="-", max="+", count=100_000):
@@ -64,7 +65,7 @@ def pending_ids(settings: Settings) -> set[tuple[str, str]]:
 
 def stream_length(settings: Settings, shard: int) -> int:
     with contextlib.closing(sync_redis(settings)) as redis:
-        return int(redis.xlen(StreamKeys.from_settings(settings).shard(shard)))
+        return int(redis.xlen(RedisKeys.from_settings(settings).shard(shard)))
 
 
 def inbox_ids(db: psycopg.Connection) -> set[tuple[str, str]]:

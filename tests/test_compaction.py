@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from services.gateway.stats import rollups
 from services.janitor.__main__ import compact_once
 from services.writer.loop import Writer
+from shared import rollups
 from shared.compaction import SETTLE, compact_step, read_watermark
 from shared.settings import Settings
 from tests.conftest import in_process_writer, tenant_headers

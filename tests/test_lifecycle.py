@@ -28,8 +28,8 @@ from services.writer.loop import Writer
 from shared.db import make_pool
 from shared.migrate import migrate, migration_files
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 from shared.supervision import EXIT_CANNOT_LISTEN
 from tests.conftest import drop_database, drop_keys, tenant_headers
 from tests.polling import wait_until
@@ -149,7 +149,7 @@ async def test_monthly_partitions_are_made_ahead_and_on_demand(empty_database) -
         async with AsyncTestClient(app=create_app(settings)) as client:
             response = await client.post("/api/v1/logs", json=body, headers=tenant_headers())
         assert response.status_code == 202, response.text
-        consumer = StreamConsumer(redis, StreamKeys.from_settings(settings), "t", 60_000)
+        consumer = StreamConsumer(redis, RedisKeys.from_settings(settings), "t", 60_000)
         await consumer.ensure_groups()
         await Writer(settings, pool, consumer, partition_unit="month").drain()
     finally:

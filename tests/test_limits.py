@@ -4,6 +4,7 @@ and entry sizes (413 / per-entry errors), queries at once (429); each names its 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -68,6 +69,40 @@ async def test_the_rate_bucket_is_shared_by_every_gateway(
     assert [a.status_code for a in answers] == [202, 202, 429, 429]
     await writer.drain()
     assert rows(db) == 10
+
+
+async def test_only_accepted_requests_are_charged_to_the_rate(api_settings, writer) -> None:
+    """A 503 (backlog full) and an Idempotency-Key replay leave the tenant's bucket as it
+    was; a replay is answered even when the bucket is empty."""
+    # One shard holding one message, and no writer running until drain(): the second
+    # request finds the backlog full.
+    config = replace(api_settings, stream_shards=1, stream_max_backlog=1)
+    # 1 log/s with a 10-log bucket (max_batch_entries): room for two batches of 5, and
+    # 5 s before a third would fit, far longer than this test takes.
+    key = await tenant_key(config, ingest_logs_per_second=1, max_batch_entries=10)
+    async with AsyncTestClient(app=create_app(config)) as gateway:
+
+        async def send(idempotency_key: str | None = None) -> Any:
+            headers = key_headers(key)
+            if idempotency_key:
+                headers["Idempotency-Key"] = idempotency_key
+            return await gateway.post("/api/v1/logs/batch", json=batch(5), headers=headers)
+
+        first = await send("first")
+        assert first.status_code == 202, first.text
+        refused = await send()
+        assert refused.status_code == 503, refused.text
+        replayed = await send("first")
+        assert replayed.status_code == 202 and replayed.headers["idempotent-replayed"] == "true"
+        assert replayed.json() == first.json()
+        assert await writer.drain() == 1  # the first batch's message: room again
+
+        # Had the 503 or the replay been charged, the bucket would be empty now.
+        second = await send()
+        assert second.status_code == 202, second.text
+        assert_limited(await send(), 429, "ingest_logs_per_second")
+        at_limit = await send("first")
+        assert at_limit.status_code == 202 and at_limit.json() == first.json()
 
 
 async def test_bytes_over_the_rate_are_429_naming_the_byte_limit(api_client, api_settings):

@@ -7,7 +7,13 @@ import uuid
 from datetime import UTC, datetime
 
 from services.writer.store import RollupCells
-from shared.model import ENTRY_FIXED_BYTES, IngestMessage, LogRecord, entry_size
+from shared.model import (
+    ENTRY_FIXED_BYTES,
+    TEXT_FIELDS,
+    IngestMessage,
+    LogRecord,
+    entry_size,
+)
 from shared.streams import decode_message, encode_message
 
 
@@ -22,6 +28,16 @@ def test_an_entrys_size_is_its_text_in_utf8_and_its_metadata_json() -> None:
     # The writer's row (decoded from the stream as a tuple) has the same size.
     (row,) = decode_message(encode_message(IngestMessage(uuid.uuid4(), now, [record]))).records
     assert entry_size(row) == expected
+
+
+def test_an_entrys_size_counts_every_text_field() -> None:
+    # entry_size names the fields by position (it runs per stored row): this follows
+    # TEXT_FIELDS, the declared list, so a field added to LogRecord is not left out.
+    values = {name: "é" for name in TEXT_FIELDS}
+    record = LogRecord(
+        id=uuid.uuid4(), timestamp=datetime.now(UTC), level=2, metadata=b"{}", **values
+    )
+    assert entry_size(record) == 2 * len(TEXT_FIELDS) + 2
 
 
 def test_the_rollups_count_each_row_as_its_size_plus_the_fixed_columns() -> None:

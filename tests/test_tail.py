@@ -28,8 +28,8 @@ from services.writer.loop import Writer
 from services.writer.tail import TailPublisher, record_tail_batches
 from shared.db import make_pool
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import StreamKeys
 from shared.tail import prune_tail_batches
 from tests.conftest import clone_database, drop_database, drop_keys
 from tests.polling import wait_until
@@ -107,7 +107,7 @@ async def writer_for(settings: Settings, *, publish: bool = True) -> AsyncIterat
     await pool.open()
     redis = make_redis(settings, blocking=True)
     dead = make_redis(replace(settings, redis_port=free_port()))
-    keys = StreamKeys.from_settings(settings)
+    keys = RedisKeys.from_settings(settings)
     consumer = StreamConsumer(redis, keys, f"tail-{uuid.uuid4().hex[:8]}", 60_000)
     await consumer.ensure_groups()
     publisher = TailPublisher(redis if publish else dead, keys)

@@ -26,8 +26,9 @@ from shared.db import make_pool
 from shared.migrate import migrate
 from shared.model import IngestMessage, LogRecord
 from shared.redis_conn import make_redis
+from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.streams import PAYLOAD_FIELD, StreamKeys, encode_message
+from shared.streams import PAYLOAD_FIELD, encode_message
 from tests.conftest import TENANT
 from tests.pipeline import (
     assert_stored_exactly_once,
@@ -217,7 +218,7 @@ async def test_unstorable_messages_go_to_dead_letter_and_the_rest_flows(
     settings, db, caplog
 ) -> None:
     settings = replace(settings, writer_max_attempts=3)
-    keys = StreamKeys.from_settings(settings)
+    keys = RedisKeys.from_settings(settings)
     good = [_record(), _record(), _record()]
     messages = [
         ("good", _message(good[0])),

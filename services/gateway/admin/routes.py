@@ -21,6 +21,7 @@ from shared.audit import AuditEvent, list_audit
 from shared.errors import FieldError, NotFound, ValidationFailed
 from shared.settings import Settings
 from shared.tenancy import (
+    SCOPES,
     ApiKey,
     Scope,
     Tenant,
@@ -55,7 +56,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     """A key to create for `tenant_id` with these scopes."""
 
     tenant_id: uuid.UUID
-    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=3)]
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=len(SCOPES))]
     name: Label = ""
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
 
+from shared.db import Statement
 from shared.filters import CompiledFilter, where_sql
 from shared.model import ENTRY_FIELDS, LEVEL_NAMES, LogEntryOut
 
@@ -35,15 +35,6 @@ def entry_from_row(row: Sequence[Any]) -> LogEntryOut:
     values["level"] = LEVEL_NAMES[values["level"] - 1]
     values["timestamp"] = values["timestamp"].astimezone(UTC)
     return LogEntryOut(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """A query and the parameters of its placeholders: what the functions below run, and
-    what tests/test_query_plans.py EXPLAINs."""
-
-    query: sql.Composed
-    params: list[Any]
 
 
 def entries_statement(

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 
 from services.gateway.query.guard import QueryGuard
-from services.gateway.stats import rollups
 from services.gateway.stats.models import (
     AggregateOut,
     Bucket,
@@ -21,6 +20,7 @@ from services.gateway.stats.models import (
     StatsOut,
 )
 from services.gateway.stats.windows import INTERVALS, Interval, Window, bucket_times
+from shared import rollups
 from shared.filters import CompiledFilter
 from shared.model import LEVEL_NAMES, Level
 

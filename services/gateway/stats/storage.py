@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from services.gateway.query.guard import QueryGuard
-from services.gateway.stats import rollups
 from services.gateway.stats.models import AllTenantsOut, StorageOut, TenantUsageOut
+from shared import rollups
 
 
 async def compute_storage(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from services.gateway.query.cache import filter_key
-from services.gateway.stats import rollups
+from shared import rollups
 from shared.errors import FieldError, ValidationFailed
 from shared.filters import CompiledFilter, LogFilter, compile_filter
 from shared.settings import Settings

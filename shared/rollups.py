@@ -15,7 +15,8 @@ could not use the trigram index (sql/0002_query.sql), and a search over a closed
 a busy tenant scanned the whole partition.
 
 Every function takes the tenant explicitly and filters by it; the caller provides the
-connection (the gateway's tenant-scoped read transaction).
+connection (a tenant-scoped read transaction: the gateway's stats, the evaluator's
+alert rules).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from services.gateway.query.store import Statement
 from shared.compaction import WATERMARK_SQL, watermark_of
+from shared.db import Statement
 from shared.filters import CompiledFilter, where_sql
 from shared.model import Level
 
@@ -124,7 +125,9 @@ def plan_spans(
     return [s for s in cut(start, end, 0) if s.start < s.end]
 
 
-Dimension = str  # "service_name" or "level"
+Dimension = str  # a column of log_entries to group by
+# What the rollup tables can group by; grouping by any other column (host) counts rows.
+ROLLUP_DIMENSIONS = frozenset({"service_name", "level", "environment"})
 
 
 def _span_select(
@@ -207,7 +210,12 @@ class Group:
 def _minutes_table(f: CompiledFilter, dims: Sequence[Dimension]) -> Source:
     """log_counts_by_level when it can answer (it has no service or environment), which
     is tens of times smaller than log_counts on realistic data."""
-    whole_tenant = not f.services and f.environment is None and "service_name" not in dims
+    whole_tenant = (
+        not f.services
+        and f.environment is None
+        and "service_name" not in dims
+        and "environment" not in dims
+    )
     return Source.LEVEL_MINUTE if whole_tenant else Source.MINUTE
 
 
@@ -232,7 +240,7 @@ async def count_groups(
     """Counts per combination of `dims` over f's window, with first and last times;
     returns the groups and whether rollups answered. Small results only (no buckets)."""
     start, end = _window(f)
-    rollups = f.uses_only_rollup_dimensions
+    rollups = f.uses_only_rollup_dimensions and ROLLUP_DIMENSIONS.issuperset(dims)
     spans = plan_spans(
         start,
         end,
