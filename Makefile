@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test lint format bench bench-ingest bench-query bench-tail dev-up docker-build clean
+.PHONY: install run migrate test lint format bench bench-ingest bench-query bench-tail bench-alerts dev-up docker-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark; figures are printed beside baselines measured in the same run
-bench: bench-ingest bench-query bench-tail
+bench: bench-ingest bench-query bench-tail bench-alerts
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
@@ -47,6 +47,9 @@ bench-query: $(STAMP)
 
 bench-tail: $(STAMP)
 	$(BIN)/python -m bench.tail
+
+bench-alerts: $(STAMP)
+	$(BIN)/python -m bench.alerts
 
 ## dev-up: make sure the local PostgreSQL and Redis are running
 dev-up:

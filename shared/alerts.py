@@ -35,8 +35,9 @@ MAX_WINDOW_MINS = 7 * 24 * 60
 MAX_COOLDOWN_MINS = 7 * 24 * 60
 MAX_CHANNELS = 10
 MAX_THRESHOLD = 1_000_000_000
-# An HTTP(S) URL, nothing else: a webhook must not reach file:// or other schemes.
-_URL = r"^https?://[^\s/?#]+[^\s]*$"
+# An HTTP(S) URL, nothing else: a webhook must not reach file:// or other schemes. No
+# control characters (\s leaves out NUL, which jsonb cannot store).
+_URL = r"^https?://[^\s/?#\x00-\x1f\x7f]+[^\s\x00-\x1f\x7f]*$"
 # Printable text: PostgreSQL cannot store NUL, UTF-8 cannot hold lone surrogates.
 _TEXT = r"^[^\x00-\x1f\x7f\ud800-\udfff]*$"
 
@@ -46,7 +47,8 @@ EmailAddress = Annotated[
     str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>,;\x00-\x1f]+@[^@\s<>,;\x00-\x1f]+$")
 ]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_TEXT)]
-Description = Annotated[str, msgspec.Meta(max_length=2048)]
+# Several lines allowed; NUL is not (PostgreSQL text cannot hold it).
+Description = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^[^\x00]*$")]
 
 
 class WebhookChannel(msgspec.Struct, tag="webhook", tag_field="type", forbid_unknown_fields=True):

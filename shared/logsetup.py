@@ -1,4 +1,9 @@
-"""The processes' own logs: one JSON object per line on stdout."""
+"""The processes' own logs: one JSON object per line on stdout.
+
+A record may carry structured fields as `extra={"fields": {...}}`: they become keys of
+its line beside the message (the gateway's access log does), never replacing the five
+every line has.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from shared.settings import Settings, SettingsError
+
+FIELDS = "fields"
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +31,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()

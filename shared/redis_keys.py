@@ -46,3 +46,9 @@ class RedisKeys:
     def query_cache(self, tenant: str, kind: str, digest: str) -> str:
         """One cached query answer; tenant and kind in clear, to count or drop them."""
         return f"{self.prefix}:qcache:{tenant}:{kind}:{digest}"
+
+    @property
+    def evaluator_queue(self) -> str:
+        """The alert evaluator's arq queue (a sorted set of due round jobs); arq names its
+        health-check key after it (`<queue>:health-check`)."""
+        return f"{self.prefix}:evaluator:queue"

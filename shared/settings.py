@@ -242,6 +242,12 @@ class Settings:
         return settings
 
     @property
+    def public_base_url(self) -> str:
+        """Where people reach the gateway, for links in notifications: PUBLIC_URL, else
+        http://SERVER_HOST:SERVER_PORT."""
+        return self.public_url or f"http://{self.server_host}:{self.server_port}"
+
+    @property
     def max_age_days(self) -> int:
         return self.ingest_max_age_days or self.log_retention_days
 

@@ -20,6 +20,7 @@ from litestar.testing import AsyncTestClient
 from psycopg import sql
 from redis import Redis as SyncRedis
 
+from services.gateway.admin.tenancy import first_admin_key
 from services.gateway.app import create_app
 from services.writer.__main__ import configure_connection
 from services.writer.consumer import StreamConsumer
@@ -29,7 +30,6 @@ from shared.migrate import migrate
 from shared.redis_conn import make_redis
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.tenancy import first_admin_key
 from tests.services_env import ensure_services
 
 

@@ -7,9 +7,9 @@ import uuid
 
 from psycopg import AsyncConnection
 
-from shared.audit import Actor
+from services.gateway.admin.audit import Actor
+from services.gateway.admin.tenancy import Scope, TenantLimits, create_key, create_tenant
 from shared.settings import Settings
-from shared.tenancy import Scope, TenantLimits, create_key, create_tenant
 
 _TEST_ACTOR = Actor(kind="cli")
 

@@ -43,6 +43,8 @@ class Endpoint:
         """The scope a caller needs here (by the API's conventions)."""
         if self.template.startswith("/api/v1/admin"):
             return "admin"
+        if self.template.startswith("/api/v1/alerts"):
+            return "alerts"
         if self.method == "POST" and self.template in ("/api/v1/logs", "/api/v1/logs/batch"):
             return "ingest"
         if self.template.startswith("/api/v1/logs"):

@@ -15,9 +15,9 @@ from litestar.testing import AsyncTestClient
 from psycopg import AsyncConnection
 
 from services.gateway.admin.cli import main as keys_cli
+from services.gateway.admin.tenancy import SYSTEM_TENANT, ensure_bootstrap_key, first_admin_key
 from services.gateway.app import create_app
 from shared.settings import Settings
-from shared.tenancy import SYSTEM_TENANT, ensure_bootstrap_key, first_admin_key
 from tests.keyring import add_key, add_tenant, key_headers
 from tests.routes import endpoints, needs_caller
 
@@ -234,6 +234,76 @@ async def test_trusted_header_mode_takes_the_tenant_from_x_tenant_id(client, wri
     assert (await client.post("/api/v1/logs", json=ENTRY)).status_code == 401
     await writer.drain()
     assert stored(db) == [(tenant, "hello")]
+
+
+async def test_trusted_header_alone_is_refused_every_admin_route(client) -> None:
+    headers = {"X-Tenant-ID": str(uuid.uuid4())}
+    checked = 0
+    for endpoint in endpoints(client.app):
+        if endpoint.scope != "admin":
+            continue
+        response = await client.request(endpoint.method, endpoint.url(), json={}, headers=headers)
+        assert response.status_code == 401, (endpoint, response.text)
+        assert "admin key" in response.json()["detail"]
+        checked += 1
+    assert checked >= 8
+    everyone = await client.get(
+        "/api/v1/logs/storage", params={"all_tenants": "true"}, headers=headers
+    )
+    assert everyone.status_code == 401
+
+
+async def test_trusted_header_mode_takes_the_admin_key_on_admin_routes(settings, writer, db):
+    secret = "env-admin-key-" + uuid.uuid4().hex
+    stored_admin = await add_key(settings, SYSTEM_TENANT, "admin")
+    query_key = await add_key(settings, await add_tenant(settings), "query")
+    tenant = uuid.uuid4()
+    async with AsyncTestClient(app=create_app(replace(settings, admin_api_key=secret))) as client:
+        for key in (secret, stored_admin):
+            listed = await client.get("/api/v1/admin/tenants", headers=key_headers(key))
+            assert listed.status_code == 200, listed.text
+            created = await client.post(
+                "/api/v1/admin/tenants", json={"name": key[-8:]}, headers={"X-API-Key": key}
+            )
+            assert created.status_code == 201, created.text
+            everyone = await client.get(
+                "/api/v1/logs/storage", params={"all_tenants": "1"}, headers=key_headers(key)
+            )
+            assert everyone.status_code == 200, everyone.text
+        not_admin = await client.get("/api/v1/admin/tenants", headers=key_headers(query_key))
+        assert not_admin.status_code == 403
+        # Everything else still takes X-Tenant-ID alone.
+        headers = {"X-Tenant-ID": str(tenant)}
+        assert (await client.post("/api/v1/logs", json=ENTRY, headers=headers)).status_code == 202
+        assert (await client.get("/api/v1/logs", headers=headers)).status_code == 200
+        own = await client.get("/api/v1/logs/storage", headers=headers)
+        assert own.json()["tenant_id"] == str(tenant)
+    await writer.drain()
+    assert stored(db) == [(tenant, "hello")]
+
+
+async def test_admin_key_naming_no_tenant_on_a_tenant_data_route_is_400(
+    api_client, api_settings, admin_key
+) -> None:
+    checked = set()
+    for endpoint in endpoints(api_client.app):
+        if not needs_caller(endpoint) or endpoint.scope == "admin":
+            continue
+        response = await api_client.request(
+            endpoint.method, endpoint.url(), json={}, headers=key_headers(admin_key)
+        )
+        assert response.status_code == 400, (endpoint, response.text)
+        assert "X-Tenant-ID" in response.json()["detail"]
+        checked.add(endpoint.template)
+    assert {"/api/v1/logs", "/api/v1/logs/query", "/api/v1/logs/stats"} <= checked
+    assert "/api/v1/logs/stream" in checked
+    tenant = await add_tenant(api_settings)
+    named = await api_client.get("/api/v1/logs", headers=key_headers(admin_key, tenant))
+    assert named.status_code == 200
+    everyone = await api_client.get(
+        "/api/v1/logs/storage", params={"all_tenants": "true"}, headers=key_headers(admin_key)
+    )
+    assert everyone.status_code == 200
 
 
 def test_cli_creates_lists_and_revokes_keys(settings, monkeypatch, capsys) -> None:

@@ -19,8 +19,8 @@ from schemathesis import GenerationMode
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from services.gateway.admin.tenancy import SYSTEM_TENANT, first_admin_key
 from services.gateway.app import create_app
-from shared.tenancy import SYSTEM_TENANT, first_admin_key
 
 _INTERNALS = ("Traceback", 'File "', "psycopg")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from dataclasses import replace
 
 import httpx
@@ -16,6 +17,7 @@ from tests.polling import wait_until
 from tests.processes import Service, free_port, service_env
 
 ENTRY = {"service_name": "drain", "level": "INFO", "message": "in flight at SIGTERM"}
+DRAIN_SECONDS = 3.0
 
 
 async def _status(http: httpx.AsyncClient, gateway: Service, path: str) -> int | None:
@@ -31,7 +33,7 @@ async def test_sigterm_fails_ready_at_once_and_the_gateway_drains_then_exits_0(
     settings, tmp_path
 ) -> None:
     port = free_port()
-    config = replace(settings, server_port=port, shutdown_drain_seconds=5.0)
+    config = replace(settings, server_port=port, shutdown_drain_seconds=DRAIN_SECONDS)
     with Service("services.gateway", service_env(config), tmp_path) as gateway:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
 
@@ -50,6 +52,7 @@ async def test_sigterm_fails_ready_at_once_and_the_gateway_drains_then_exits_0(
             )
             await writer.drain()
 
+            signalled = time.monotonic()
             gateway.signal(signal.SIGTERM)
             await wait_until(lambda: answers("/ready", 503), within=2, what="/ready 503")
             ready = await http.get("/ready")
@@ -59,10 +62,14 @@ async def test_sigterm_fails_ready_at_once_and_the_gateway_drains_then_exits_0(
             late = await http.post("/api/v1/logs", json=ENTRY, headers=tenant_headers())
             assert late.status_code == 202, late.text
 
+            async def stopped_accepting() -> bool:
+                status = await _status(http, gateway, "/ready")
+                assert status in (503, None), status  # never ready again
+                return status is None
+
             # The drain ends: no new connection; the request in flight still completes.
-            await wait_until(
-                lambda: answers("/live", None), within=15, what="the gateway to stop accepting"
-            )
+            await wait_until(stopped_accepting, within=15, what="the gateway to stop accepting")
+            assert time.monotonic() - signalled >= DRAIN_SECONDS
             writer.write(body[10:])
             await writer.drain()
             status_line = await asyncio.wait_for(reader.readline(), timeout=10)

@@ -48,7 +48,7 @@ INTERNALS = ("Traceback", 'File "', "psycopg", "syntax error", "SELECT ", "api_k
 @pytest.fixture
 async def key(api_settings) -> str:
     tenant = await add_tenant(api_settings)
-    return await add_key(api_settings, tenant, "ingest", "query")
+    return await add_key(api_settings, tenant, "ingest", "query", "alerts")
 
 
 def rows(db: psycopg.Connection) -> int:

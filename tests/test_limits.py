@@ -12,8 +12,8 @@ import psycopg
 from litestar import get
 from litestar.testing import AsyncTestClient
 
+from services.gateway.admin.tenancy import TenantLimits
 from services.gateway.app import create_app
-from shared.tenancy import TenantLimits
 from tests.keyring import add_key, add_tenant, key_headers
 
 

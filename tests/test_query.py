@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
@@ -16,9 +19,12 @@ from redis.asyncio import Redis
 from services.gateway.problems import status_of
 from services.gateway.query.cache import QueryCache
 from services.gateway.query.guard import QueryGuard
+from services.gateway.query.pages import SEARCH_COUNT_CAP
+from services.gateway.query.store import count_within
 from services.writer.loop import Writer
 from shared.db import make_pool
 from shared.errors import Unavailable
+from shared.filters import LogFilter, compile_filter
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
@@ -491,3 +497,57 @@ async def test_cursor_walk_has_no_gap_or_repeat_while_logs_arrive(
     assert original <= set(seen), "an entry was skipped"
     assert set(seen) <= original | arrived
     assert pages >= 50 and not arrivals
+
+
+async def test_a_search_total_is_counted_where_the_planner_guesses_low(
+    client: AsyncTestClient, writer: Writer
+) -> None:
+    """In a 20k-entry tenant the planner guessed 6 matches for a word in 247 of them.
+    Below SEARCH_COUNT_CAP the total is counted: exact. A word in more entries than that
+    is reported as more than the cap, flagged as an estimate."""
+    entries = realistic(20_000, seed=5)
+    await ingest(client, writer, entries, TENANT)
+    words = Counter(w for e in entries for w in {*re.findall(r"[a-z]{5,}", e["message"])})
+
+    def matching(word: str) -> int:
+        return sum(word in e["message"].lower() for e in entries)
+
+    some = next(w for w, _ in words.most_common() if 100 <= matching(w) <= 500)
+    many = next(w for w, _ in words.most_common() if matching(w) > 2 * SEARCH_COUNT_CAP)
+    for word, exact in ((some, True), (many, False)):
+        response = await client.get(
+            "/api/v1/logs",
+            params={"search": word, "page_size": "5", "start_time": "now-1d"},
+            headers=tenant_headers(),
+        )
+        body = response.json()
+        assert body["has_more"], body
+        if exact:
+            assert (body["total_count"], body["total_is_estimate"]) == (matching(word), False)
+        else:
+            assert body["total_count"] > SEARCH_COUNT_CAP and body["total_is_estimate"], word
+
+
+async def test_a_search_count_out_of_time_leaves_the_query_going(
+    settings: Settings, client: AsyncTestClient, writer: Writer
+) -> None:
+    """The count behind a search's total has a time budget of its own: past it the count
+    is abandoned (the total stays the estimate), not the page, whose transaction and
+    statement timeout are as before."""
+    entries = realistic(200, seed=6)
+    await ingest(client, writer, entries, TENANT)
+    f = compile_filter(LogFilter(search="in", start_time="now-1d"), NOW)
+    matching = sum("in" in e["message"].lower() for e in entries)
+    pool = make_pool(settings, name="count-test", min_size=0, max_size=1)
+    await pool.open()
+    try:
+        guard = QueryGuard(pool, concurrency=1, queue_wait_ms=50, timeout_ms=5_000)
+        async with guard.read(TENANT) as conn:
+            with psycopg.connect(settings.postgres_conninfo()) as locker:
+                locker.execute("LOCK TABLE log_entries IN ACCESS EXCLUSIVE MODE")
+                assert await count_within(conn, TENANT, f, 1_001, budget_ms=50) is None
+            assert await count_within(conn, TENANT, f, 1_001, budget_ms=50) == matching
+            cur = await conn.execute("SHOW statement_timeout")
+            assert await cur.fetchone() == ("5s",)
+    finally:
+        await pool.close()

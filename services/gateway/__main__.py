@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 
+from services.gateway.admin.tenancy import first_admin_key
 from shared.lifecycle import retry_until_ready
 from shared.logsetup import start_process
 from shared.migrate import migrate_when_reachable
 from shared.settings import Settings
 from shared.supervision import EXIT_CANNOT_LISTEN, notify_serving
-from shared.tenancy import first_admin_key
 
 log = logging.getLogger("gateway")
 
@@ -108,6 +110,11 @@ def main() -> None:
     settings = start_process("gateway")
     # Before importing the app (a second or so): a port in use is reported at once.
     sock = _listen(settings)
+    # Stopped by a signal, the gateway exits 0 as the other processes do. Uvicorn puts
+    # back the handlers it found once it has shut down and raises the signal again; with
+    # the default ones the process would end by the signal (SIGTERM: status 143 in Docker).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     from services.gateway.app import create_app
 
     config = uvicorn.Config(
@@ -119,6 +126,10 @@ def main() -> None:
         timeout_graceful_shutdown=10,
     )
     _Gateway(config, settings).run(sockets=[sock])
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import psycopg
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from services.gateway import auth, health, openapi
+from services.gateway import auth, docs, health, openapi
+from services.gateway.access_log import AccessLog
 from services.gateway.admin.routes import AdminController
+from services.gateway.alerts.routes import AlertsController
 from services.gateway.content_type import json_body_guard
 from services.gateway.ingest.routes import IngestController
 from services.gateway.problems import (
+    database_unavailable_handler,
     http_exception_handler,
     internal_error_handler,
     recursion_error_handler,
@@ -29,7 +32,7 @@ from shared.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             IngestController,
             AdminController,
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             list_logs,
             StatsController,
             StreamController,
+            AlertsController,
             health.health,
             health.ready,
             health.live,
@@ -51,14 +55,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ServiceError: service_error_handler,
             HTTPException: http_exception_handler,
             RecursionError: recursion_error_handler,
+            psycopg.OperationalError: database_unavailable_handler,
             Exception: internal_error_handler,
         },
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Minisource Log",
             version="0.1.0",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            path=docs.SCHEMA_PATH,
+            openapi_router=docs.docs_router(),
+            render_plugins=[docs.swagger_page()],
             components=auth.OPENAPI_COMPONENTS,
         ),
         # Errors are problem JSON: the document says so for every operation.
@@ -67,3 +73,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Our processes log JSON lines through the root logger (shared/logsetup.py).
         logging_config=None,
     )
+    if settings.access_log:
+        # Around Litestar's router, not in `middleware=`: that runs only for routes that
+        # exist, and the access log must show unknown paths and wrong methods too.
+        app.asgi_handler = AccessLog(app.asgi_handler)
+    return app

@@ -8,7 +8,15 @@ needs; storage functions take `caller.tenant_id` explicitly.
   by naming it in `X-Tenant-ID`; any other key naming a tenant not its own is refused
   (403). `ADMIN_API_KEY`, when set, is an operator key of the `system` tenant.
 - `AUTH_MODE=trusted_header` (the seed's behaviour, for deployments behind a gateway that
-  authenticates): the tenant is `X-Tenant-ID` and every scope is granted.
+  authenticates): the tenant is `X-Tenant-ID`, with the ingest, query and alerts
+  scopes.
+
+Operator requests (the admin API, and reads across tenants with `all_tenants=true`) need
+the admin scope, which only a key carries: in both modes they are authenticated by the
+key as in `api_key` mode, so a trusted X-Tenant-ID alone never administers the service.
+On tenant-data routes an admin key of the `system` tenant must name the tenant it acts
+for in X-Tenant-ID (400 otherwise): `system` holds no logs, and its empty pages would
+look like a working query.
 
 Keys are looked up through `Credentials`, cached AUTH_CACHE_SECONDS: a revoked key stops
 working within that delay in every gateway (at once in the one that revoked it).
@@ -25,15 +33,19 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
+from litestar.types import Scope as AsgiScope
 
+from services.gateway.admin.apikeys import key_digest
+from services.gateway.admin.audit import Actor, ActorKind
+from services.gateway.admin.tenancy import SCOPES, SYSTEM_TENANT, Scope
 from services.gateway.credentials import Credentials
 from services.gateway.state import state_of
-from shared.apikeys import key_digest
-from shared.audit import Actor, ActorKind
 from shared.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from shared.tenancy import SCOPES, SYSTEM_TENANT, Scope
 
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
+# What a trusted X-Tenant-ID grants: its tenant's data (logs and alert rules, as in the
+# seed), never the admin scope.
+TRUSTED_HEADER_SCOPES: frozenset[str] = frozenset({"ingest", "query", "alerts"})
 
 # How the OpenAPI document describes the credentials: a controller that needs a caller
 # sets `security = OPENAPI_SECURITY` (any one of the three).
@@ -87,11 +99,14 @@ _INGEST_PATHS = ("/api/v1/logs", "/api/v1/logs/batch")
 
 
 def conventional_scope(method: str, path: str) -> Scope | None:
-    """admin under /api/v1/admin, ingest for POST /api/v1/logs and /batch, query for
-    everything else under /api/v1/logs; None where handlers decide alone."""
+    """admin under /api/v1/admin, alerts under /api/v1/alerts, ingest for POST
+    /api/v1/logs and /batch, query for everything else under /api/v1/logs; None where
+    handlers decide alone."""
     path = path.rstrip("/") or "/"
     if path == "/api/v1/admin" or path.startswith("/api/v1/admin/"):
         return "admin"
+    if path == "/api/v1/alerts" or path.startswith("/api/v1/alerts/"):
+        return "alerts"
     if method == "POST" and path in _INGEST_PATHS:
         return "ingest"
     if path == "/api/v1/logs" or path.startswith("/api/v1/logs/"):
@@ -109,6 +124,33 @@ async def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     scope = conventional_scope(connection.method, path)
     if scope is not None:
         caller.require(scope)
+    if scope != "admin":  # every other /api/v1 route acts on one tenant's data
+        require_named_tenant(connection, caller)
+
+
+def is_operator_request(request: Request[Any, Any, Any]) -> bool:
+    """The admin API, or a read across tenants (`all_tenants=true`, parsed as Litestar
+    parses a bool): requests that need the admin scope whatever the route."""
+    if conventional_scope(request.method, request.scope["path"]) == "admin":
+        return True
+    # Most requests have no such parameter: the query string is parsed only when it may.
+    if b"all_tenants" not in request.scope.get("query_string", b""):
+        return False
+    return request.query_params.get("all_tenants", "").lower() in ("true", "1")
+
+
+def require_named_tenant(request: Request[Any, Any, Any], caller: Caller) -> None:
+    """On a tenant-data route, an admin key of the `system` tenant must name the tenant it
+    acts for: `system` holds no logs, so answering for it would be an empty page that
+    looks like a working query (a cross-tenant read with all_tenants=true needs none)."""
+    if caller.tenant_id != SYSTEM_TENANT or "admin" not in caller.scopes:
+        return
+    if tenant_from_header(request) is not None or is_operator_request(request):
+        return
+    raise BadRequest(
+        "this admin key belongs to the `system` tenant, which holds no logs: send "
+        "X-Tenant-ID: <tenant id> naming the tenant to act for"
+    )
 
 
 def tenant_from_header(request: Request[Any, Any, Any]) -> uuid.UUID | None:
@@ -133,15 +175,31 @@ async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return caller
 
 
+def memoised_caller(scope: AsgiScope) -> Caller | None:
+    """The caller this request was authenticated as, if it was (read by the access log
+    after the answer, so it never authenticates anything itself)."""
+    caller = scope.get("state", {}).get(_MEMO)
+    return caller if isinstance(caller, Caller) else None
+
+
 async def _authenticate(request: Request[Any, Any, Any]) -> Caller:
     state = state_of(request)
     settings = state.settings
     if settings.auth_mode == "trusted_header":
-        tenant = tenant_from_header(request)
-        if tenant is None:
-            raise Unauthorized("send the tenant in the X-Tenant-ID header")
-        return Caller(tenant_id=tenant, scopes=ALL_SCOPES)
-    key = _presented_key(request)
+        if not is_operator_request(request):
+            tenant = tenant_from_header(request)
+            if tenant is None:
+                raise Unauthorized("send the tenant in the X-Tenant-ID header")
+            return Caller(tenant_id=tenant, scopes=TRUSTED_HEADER_SCOPES)
+        # A trusted header says which tenant, not who may administer: that takes a key.
+        key = _presented_key(
+            request,
+            missing="admin requests need the admin key (ADMIN_API_KEY or a key with the "
+            "admin scope) as Authorization: Bearer <key> or X-API-Key: <key>; "
+            "X-Tenant-ID alone is not enough",
+        )
+    else:
+        key = _presented_key(request)
     if settings.admin_api_key and hmac.compare_digest(
         key.encode("utf-8", "surrogateescape"), settings.admin_api_key.encode()
     ):
@@ -156,7 +214,10 @@ async def _authenticate(request: Request[Any, Any, Any]) -> Caller:
     return await _acting_for(request, caller, state.credentials)
 
 
-def _presented_key(request: Request[Any, Any, Any]) -> str:
+def _presented_key(
+    request: Request[Any, Any, Any],
+    missing: str = "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
+) -> str:
     authorization = request.headers.get("authorization")
     header_key = (request.headers.get("x-api-key") or "").strip()
     bearer = ""
@@ -169,9 +230,7 @@ def _presented_key(request: Request[Any, Any, Any]) -> str:
         raise BadRequest("Authorization and X-API-Key carry different keys; send one")
     key = bearer or header_key
     if not key:
-        raise Unauthorized(
-            "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
-        )
+        raise Unauthorized(missing)
     if len(key) > _MAX_KEY_LENGTH:
         raise Unauthorized("the API key is unknown or revoked")
     return key

@@ -19,9 +19,9 @@ from typing import Generic, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.gateway.admin.tenancy import EffectiveLimits, KeyGrant, Tenant, find_key, get_tenant
 from shared.errors import Unavailable
 from shared.settings import Settings
-from shared.tenancy import EffectiveLimits, KeyGrant, Tenant, find_key, get_tenant
 
 log = logging.getLogger("gateway.credentials")
 

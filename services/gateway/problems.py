@@ -17,8 +17,10 @@ from typing import Any
 
 import msgspec
 import msgspec.inspect
+import psycopg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 
 from shared.errors import FieldError, ServiceError
 
@@ -117,8 +119,17 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     code = _CODE_BY_STATUS.get(status, "bad-request" if status < 500 else "internal")
     detail = str(exc.detail)
     if code == "payload-too-large":
-        detail = "the request body is larger than the limit (MAX_BODY_BYTES)"
+        detail = f"the request body is larger than the limit{_body_limit(request)} (MAX_BODY_BYTES)"
     return problem_response(code, detail, instance=request.url.path, headers=exc.headers)
+
+
+def _body_limit(request: Request[Any, Any, Any]) -> str:
+    """ " of N bytes": the limit Litestar applied to this route's body, when it has one."""
+    handler = request.scope.get("route_handler")
+    if not isinstance(handler, HTTPRouteHandler):
+        return ""
+    limit = handler.resolve_request_max_body_size()
+    return f" of {limit} bytes" if limit else ""
 
 
 # Litestar reports a body that does not fit as one message about `data`, with the path
@@ -204,6 +215,20 @@ def recursion_error_handler(
         return internal_error_handler(request, exc)
     return problem_response(
         "bad-request", "the JSON is nested too deeply", instance=request.url.path
+    )
+
+
+def database_unavailable_handler(
+    request: Request[Any, Any, Any], exc: psycopg.OperationalError
+) -> Response[bytes]:
+    """PostgreSQL unreachable (restarting, pool exhausted) wherever a route met it: the
+    client may retry, so 503 with Retry-After rather than an internal error."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        "unavailable",
+        "the database is unavailable; retry shortly",
+        instance=request.url.path,
+        retry_after=2,
     )
 
 

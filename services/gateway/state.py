@@ -40,7 +40,8 @@ _STATE_KEY = "gateway"
 @dataclass(slots=True)
 class Draining:
     """Set once on SIGTERM/SIGINT: /ready answers 503 from then on, so a load balancer
-    stops sending new requests while the in-flight ones finish."""
+    stops sending new requests while the gateway still serves (SHUTDOWN_DRAIN_SECONDS)
+    and the in-flight ones finish."""
 
     on: bool = False
     _callbacks: list[Callable[[], None]] = field(default_factory=list)
@@ -119,7 +120,9 @@ def lifespan(
     async def run(app: Litestar) -> AsyncIterator[None]:
         async with open_state(settings) as state:
             app.state[_STATE_KEY] = state
-            restore_signals = on_exit_signals(state.draining.begin)
+            restore_signals = on_exit_signals(
+                state.draining.begin, drain_seconds=settings.shutdown_drain_seconds
+            )
             try:
                 yield
             finally:
@@ -139,19 +142,28 @@ def state_of(connection: ASGIConnection[Any, Any, Any, Any]) -> GatewayState:
     return provide_state(connection.app.state)
 
 
-def on_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
+def on_exit_signals(
+    callback: Callable[[], None], *, drain_seconds: float = 0.0
+) -> Callable[[], None]:
     """Call `callback` in the running loop on SIGTERM/SIGINT, then the handler that was
-    there (uvicorn's, which starts its shutdown). Uvicorn sends the lifespan shutdown
-    only after every connection has closed, too late to fail /ready or to end open
-    streams with a final event; this runs first. Returns the function that puts the old
-    handlers back."""
+    there (uvicorn's, which stops accepting connections and starts its shutdown): after
+    `drain_seconds` for a first SIGTERM, at once for SIGINT (Ctrl-C) or a second signal.
+
+    Uvicorn closes its listening socket as soon as its handler runs and sends the
+    lifespan shutdown only after every connection has closed: too late to fail /ready or
+    to end open streams with a final event, and with nothing left to answer /ready for
+    the load balancer to see. Hence the callback first, and the wait before uvicorn's
+    handler. Returns the function that puts the old handlers back."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signalled = False
+    passed_on = False  # the old handler has run: the end of a wait has nothing left to do
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(callback)
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        nonlocal passed_on
+        passed_on = True
         earlier = previous[signal.Signals(signum)]
         if callable(earlier):
             earlier(signum, frame)
@@ -159,10 +171,27 @@ def on_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
+    def drained(signum: int) -> None:
+        if not passed_on:
+            pass_on(signum, None)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal signalled
+        loop.call_soon_threadsafe(callback)
+        if signalled or signum != signal.SIGTERM or drain_seconds <= 0:
+            # Every later signal is passed on too: a second Ctrl-C forces uvicorn's exit.
+            pass_on(signum, frame)
+        else:
+            # call_later is not safe in a signal handler; call_soon_threadsafe is.
+            loop.call_soon_threadsafe(loop.call_later, drain_seconds, drained, signum)
+        signalled = True
+
     for sig in previous:
         signal.signal(sig, handler)
 
     def restore() -> None:
+        nonlocal passed_on
+        passed_on = True  # a wait still running must not stop a later server
         for sig, earlier in previous.items():
             with contextlib.suppress(ValueError, TypeError):
                 if signal.getsignal(sig) is handler:

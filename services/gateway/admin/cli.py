@@ -24,10 +24,8 @@ from typing import cast
 import msgspec
 from psycopg import AsyncConnection
 
-from shared.audit import Actor
-from shared.errors import ServiceError
-from shared.settings import Settings, SettingsError
-from shared.tenancy import (
+from services.gateway.admin.audit import Actor
+from services.gateway.admin.tenancy import (
     SCOPES,
     Scope,
     create_key,
@@ -37,6 +35,8 @@ from shared.tenancy import (
     revoke_key,
     tenant_id_by_name,
 )
+from shared.errors import ServiceError
+from shared.settings import Settings, SettingsError
 
 _CLI = Actor(kind="cli")
 _LIST_LIMIT = 1000

@@ -15,12 +15,8 @@ from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
-from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
-from services.gateway.state import GatewayState
-from shared.audit import AuditEvent, list_audit
-from shared.errors import FieldError, NotFound, ValidationFailed
-from shared.settings import Settings
-from shared.tenancy import (
+from services.gateway.admin.audit import AuditEvent, list_audit
+from services.gateway.admin.tenancy import (
     SCOPES,
     ApiKey,
     Scope,
@@ -35,6 +31,10 @@ from shared.tenancy import (
     revoke_key,
     set_tenant_limits,
 )
+from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.state import GatewayState
+from shared.errors import FieldError, NotFound, ValidationFailed
+from shared.settings import Settings
 
 # Printable text: PostgreSQL cannot store NUL, UTF-8 cannot hold lone surrogates.
 _TEXT = r"^[^\x00-\x1f\x7f\ud800-\udfff]*$"

@@ -2,7 +2,9 @@
 
 Validation (ids, timestamps, limits) makes the records; the tenant's rate buckets are
 charged; the records become ONE stream message (shared/streams.py). An Idempotency-Key
-seen before answers the first request's body again without queueing anything.
+seen before answers the first request's body again without queueing anything. Only what
+is queued stays charged: a 503 or a replay gives the tokens back, and a replay is
+answered even when the tenant is at its rate limit.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from services.gateway.ingest.validation import (
     validate_decoded,
     validate_entries,
 )
-from shared.errors import Backpressure, FieldError, Unavailable, ValidationFailed
+from shared.errors import Backpressure, FieldError, RateLimited, Unavailable, ValidationFailed
 from shared.model import IngestMessage, LogEntryIn
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
@@ -80,7 +82,9 @@ class Ingestor:
         if not result.records:
             error = result.errors[0]
             error.index = None
-            raise ValidationFailed("the entry is not valid", errors=[error])
+            raise ValidationFailed(
+                f"invalid value for {error.field}: {error.reason}", errors=[error]
+            )
         answer = _encoder.encode(SingleAnswer(id=result.records[0].id))
         return await self._enqueue(tenant, len(body), result, answer, idem_key)
 
@@ -121,8 +125,20 @@ class Ingestor:
         answer: bytes,
         idem_key: str | None,
     ) -> Accepted:
-        await self.rate_limiter.take(tenant.tenant_id, tenant.limits, len(result.records), size)
         keys = RedisKeys.from_settings(self.settings)
+        idem = keys.idempotency(str(tenant.tenant_id), idem_key) if idem_key else ""
+        # Taken before the enqueue, so that concurrent requests (on any gateway) cannot
+        # spend the same tokens; given back below for every request not accepted.
+        try:
+            charge = await self.rate_limiter.take(
+                tenant.tenant_id, tenant.limits, len(result.records), size
+            )
+        except RateLimited:
+            # A retry of an accepted request costs nothing: it gets its answer again.
+            replayed = await self._previous_answer(idem)
+            if replayed is None:
+                raise
+            return Accepted(replayed, replayed=True)
         payload = encode_message(
             IngestMessage(
                 tenant_id=tenant.tenant_id, received_at=datetime.now(UTC), records=result.records
@@ -130,24 +146,29 @@ class Ingestor:
         )
         retry_after = self.settings.backpressure_retry_after
         try:
-            outcome = await self.enqueuer.enqueue(
-                payload,
-                idempotency_key=keys.idempotency(str(tenant.tenant_id), idem_key)
-                if idem_key
-                else "",
-                answer=answer,
-            )
+            outcome = await self.enqueuer.enqueue(payload, idempotency_key=idem, answer=answer)
         except BacklogFull:
+            await self.rate_limiter.give_back(charge)
             raise Backpressure(
                 "the ingest backlog is at its bound (STREAM_MAX_BACKLOG); retry later",
                 retry_after=retry_after,
             ) from None
         except (RedisError, OSError) as exc:
             log.warning("enqueue failed: %s", exc)
+            await self.rate_limiter.give_back(charge)
             raise Unavailable(
                 "the ingest queue is unreachable; nothing was accepted, retry later",
                 retry_after=retry_after,
             ) from None
         if outcome.replayed_answer is not None:
+            await self.rate_limiter.give_back(charge)  # the first request paid
             return Accepted(outcome.replayed_answer, replayed=True)
         return Accepted(answer)
+
+    async def _previous_answer(self, idem: str) -> bytes | None:
+        if not idem:
+            return None
+        try:
+            return await self.enqueuer.previous_answer(idem)
+        except (RedisError, OSError):
+            return None  # the 429 stands

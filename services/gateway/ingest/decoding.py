@@ -33,7 +33,11 @@ def decode_single(body: bytes) -> LogEntryIn:
     try:
         return _single.decode(body)
     except msgspec.ValidationError as exc:
-        raise ValidationFailed("the entry is not valid", errors=[decode_error(exc)]) from None
+        error = decode_error(exc)
+        # Worded as every route words a body field that does not fit (problems.py).
+        raise ValidationFailed(
+            f"invalid value for {error.field}: {error.reason}", errors=[error]
+        ) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
 

@@ -8,12 +8,15 @@ and Retry-After. Every refusal names the limit (`limit`, `limit_value` in the pr
 - Ingest rate: two token buckets per tenant (logs/s and bytes/s of request body) in one
   Redis hash, taken together by one Lua script on Redis's clock, so every gateway
   replica draws from the same buckets. A full bucket holds TENANT_BURST_SECONDS of rate,
-  and never less than one largest allowed request.
+  and never less than one largest allowed request. Only accepted requests are charged:
+  the tokens are taken before the enqueue (so concurrent requests cannot spend them
+  twice) and given back when the enqueue refuses (503) or replays an Idempotency-Key.
 - Query concurrency is the query API's (services/gateway/query/concurrency.py).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from dataclasses import dataclass, replace
@@ -21,12 +24,12 @@ from dataclasses import dataclass, replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.gateway.admin.tenancy import EffectiveLimits
 from services.gateway.ingest.validation import Limits, Validated
 from shared.errors import FieldError, PayloadTooLarge, RateLimited, Unavailable
 from shared.model import entry_size
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.tenancy import EffectiveLimits
 
 # Two token buckets (logs, bytes) of one tenant in one hash, refilled by the time elapsed
 # on Redis's clock (shared by every gateway). Both are taken or neither. A rate of 0 is
@@ -59,25 +62,55 @@ return {0, ''}
 """
 
 
+# Gives back what _TAKE took, capped at the full bucket (a bucket never holds more than
+# its burst, refund or not). The stored time is left alone: the next _TAKE adds the
+# refill since then, as it would have had the tokens never left. No hash: it expired full.
+_GIVE_BACK = """
+local s = redis.call('HMGET', KEYS[1], 'l', 'b')
+if not s[1] then return 0 end
+local l = math.min(tonumber(ARGV[1]), tonumber(s[1]) + tonumber(ARGV[3]))
+local b = math.min(tonumber(ARGV[2]), tonumber(s[2]) + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'l', l, 'b', b)
+return 1
+"""
+
+log = logging.getLogger("gateway.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one request took from its tenant's buckets: the bucket sizes it was taken
+    under, and the logs and bytes taken from each (0 from a bucket with no rate)."""
+
+    key: str
+    logs_burst: float
+    bytes_burst: float
+    logs: int
+    size: int
+
+
 class RateLimiter:
     """The ingest token buckets of every tenant, in Redis."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._take = redis.register_script(_TAKE)
+        self._give_back = redis.register_script(_GIVE_BACK)
         self._keys = RedisKeys.from_settings(settings)
         self._burst_seconds = settings.tenant_burst_seconds
 
     async def take(
         self, tenant_id: uuid.UUID, limits: EffectiveLimits, logs: int, size: int
-    ) -> None:
-        """Take `logs` entries and `size` bytes from the tenant's buckets, or raise 429."""
+    ) -> Charge | None:
+        """Take `logs` entries and `size` bytes from the tenant's buckets, or raise 429.
+        Returns what was taken (None: the tenant has no rate limit), for `give_back`."""
         if not limits.logs_per_second and not limits.bytes_per_second:
-            return
+            return None
         logs_burst = max(limits.logs_per_second * self._burst_seconds, limits.max_batch_entries)
         bytes_burst = max(limits.bytes_per_second * self._burst_seconds, limits.max_body_bytes)
+        key = self._keys.rate(str(tenant_id))
         try:
             wait_ms, bucket = await self._take(
-                keys=[self._keys.rate(str(tenant_id))],
+                keys=[key],
                 args=[
                     limits.logs_per_second,
                     logs_burst,
@@ -93,7 +126,13 @@ class RateLimiter:
                 retry_after=2,
             ) from exc
         if not wait_ms:
-            return
+            return Charge(
+                key,
+                logs_burst,
+                bytes_burst,
+                logs if limits.logs_per_second else 0,
+                size if limits.bytes_per_second else 0,
+            )
         retry_after = max(1, math.ceil(int(wait_ms) / 1000))
         if bucket == b"logs":
             name, value, unit = "ingest_logs_per_second", limits.logs_per_second, "logs/s"
@@ -105,6 +144,19 @@ class RateLimiter:
             retry_after=retry_after,
             extra={"limit": name, "limit_value": value},
         )
+
+    async def give_back(self, charge: Charge | None) -> None:
+        """Return a charge for a request that was not accepted after all. Best effort: if
+        Redis cannot be reached the tenant stays charged, which never over-admits."""
+        if charge is None:
+            return
+        try:
+            await self._give_back(
+                keys=[charge.key],
+                args=[charge.logs_burst, charge.bytes_burst, charge.logs, charge.size],
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("could not give back rate tokens to %s: %s", charge.key, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +212,9 @@ _MAX_OTHER_FIELDS_BYTES = 4 * (128 + 4 * 128 + 512 + 256 + 64)
 
 
 def _too_large(what: str, name: str, value: int) -> PayloadTooLarge:
+    # Named both ways: as PUT .../limits sets it for a tenant, and as the environment
+    # variable that sets the deployment's default (max_body_bytes, MAX_BODY_BYTES).
     return PayloadTooLarge(
-        f"{what}; this tenant's limit is {value} ({name})",
+        f"{what}; this tenant's limit is {value} ({name}; default {name.upper()})",
         extra={"limit": name, "limit_value": value},
     )

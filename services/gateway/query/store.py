@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import psycopg
 from psycopg import AsyncConnection, sql
 
 from shared.db import Statement
@@ -109,6 +110,36 @@ async def count_up_to(
     cur = await conn.execute(s.query, s.params, prepare=False)
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+# The statement timeout lowered to the budget (never raised: 0, none, counts as above it),
+# returning the one to put back, in milliseconds.
+_LOWER_TIMEOUT = """
+SELECT setting, set_config('statement_timeout', least(%s, nullif(setting::int, 0))::text, true)
+FROM pg_settings WHERE name = 'statement_timeout'
+"""
+
+
+async def count_within(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter, cap: int, budget_ms: int
+) -> int | None:
+    """How many entries match, counting no further than `cap` and for at most
+    `budget_ms`; None when that was not enough time. The count runs in a savepoint with
+    its own statement timeout: cut short, it is rolled back alone and the caller's
+    transaction goes on (with its own timeout again)."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(_LOWER_TIMEOUT, (budget_ms,), prepare=False)
+            row = await cur.fetchone()
+            assert row is not None
+            counted = await count_up_to(conn, tenant_id, f, cap)
+            # Put back by hand: a released savepoint keeps what SET LOCAL did inside it.
+            await conn.execute(
+                "SELECT set_config('statement_timeout', %s, true)", (row[0],), prepare=False
+            )
+    except psycopg.errors.QueryCanceled:
+        return None
+    return counted
 
 
 async def estimate_count(

@@ -17,8 +17,8 @@ import msgspec
 from psycopg import AsyncConnection, errors
 from psycopg.rows import class_row, dict_row
 
-from shared.apikeys import generate_key, key_digest, key_prefix
-from shared.audit import Actor, record_audit
+from services.gateway.admin.apikeys import generate_key, key_digest, key_prefix
+from services.gateway.admin.audit import Actor, record_audit
 from shared.errors import Conflict, NotFound
 from shared.settings import Settings
 
