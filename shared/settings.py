@@ -142,6 +142,13 @@ class Settings:
 
     # Background workers.
     janitor_interval_seconds: int = _env("JANITOR_INTERVAL", 300, _int(1, 86_400))
+    # Retention (issue 18): every RETENTION_INTERVAL seconds the janitor applies the
+    # policies (whole day partitions dropped where every policy allows, else bounded
+    # deletes of RETENTION_DELETE_BATCH rows), the size quotas, and archives to Parquet
+    # under ARCHIVE_ROOT what a policy with archive_enabled removes.
+    retention_interval_seconds: int = _env("RETENTION_INTERVAL", 300, _int(1, 86_400))
+    retention_delete_batch: int = _env("RETENTION_DELETE_BATCH", 5_000, _int(100, 1_000_000))
+    archive_root: str = _env("ARCHIVE_ROOT", "archive")
     # How often the janitor adds settled minutes to the hourly and daily rollups
     # (shared/compaction.py); until then queries read those minutes from log_counts.
     rollup_compact_interval_seconds: int = _env("ROLLUP_COMPACT_INTERVAL", 15, _int(1, 3_600))
