@@ -154,16 +154,19 @@ GroupKey = dict[str, str | None]
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """[start, end): `window_mins` whole minutes ending at the committed watermark's
-    minute (a minute still being written is not counted)."""
+    """[start, end): the `window_mins` minutes before the committed watermark, exactly,
+    not before its minute (which held every notification back by up to a minute). Counting
+    is exact for any start and end (whole minutes from the rollups, the two partial
+    minutes from rows). Everything accepted before the watermark is stored; an entry
+    stamped before it was accepted (by its client, or by the gateway a moment before it
+    queues the request) counts from the first tick after it is stored."""
 
     start: datetime
     end: datetime
 
     @classmethod
     def ending_at(cls, watermark: datetime, window_mins: int) -> Window:
-        end = rollups.floor_to(watermark, rollups.MINUTE)
-        return cls(end - timedelta(minutes=window_mins), end)
+        return cls(watermark - timedelta(minutes=window_mins), watermark)
 
 
 @dataclass(frozen=True, slots=True)

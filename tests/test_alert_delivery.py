@@ -216,7 +216,7 @@ async def test_slack_gets_readable_text_with_the_link(settings, db) -> None:
         ":rotating_light: *FIRING* [critical] *checkout errors*\n"
         "Group: service_name=checkout\n"
         "Count: 7 entries in 5 min (fires at ≥ 5)\n"
-        "Window: 2025-03-04 10:00 to 10:05 UTC\n"
+        "Window: 2025-03-04 10:00:30 to 10:05:30 UTC\n"
         f"<{link}|Matching logs>"
     )
 
@@ -246,13 +246,13 @@ async def test_alertmanager_gets_one_alert_per_change(settings, db) -> None:
     assert "Count: 7 entries in 5 min (fires at ≥ 5)" in alert["annotations"]["description"]
     assert alert["annotations"]["observed_count"] == "7"
     assert alert["annotations"]["link"] == link == alert["generatorURL"]
-    assert alert["startsAt"] == "2025-03-04T10:05:00Z"
+    assert alert["startsAt"] == "2025-03-04T10:05:30Z"
     # Firing: an end far ahead, so Alertmanager does not resolve it by itself.
     assert datetime.fromisoformat(alert["endsAt"]) > datetime.now(UTC) + timedelta(days=30)
     # Resolved: the same labels (the same alert to Alertmanager), ended at resolution.
     assert ended[0]["labels"] == alert["labels"]
-    assert ended[0]["startsAt"] == "2025-03-04T10:05:00Z"
-    assert ended[0]["endsAt"] == "2025-03-04T10:08:00Z"
+    assert ended[0]["startsAt"] == "2025-03-04T10:05:30Z"
+    assert ended[0]["endsAt"] == "2025-03-04T10:08:30Z"
     assert ended[0]["annotations"]["summary"] == "[RESOLVED] [critical] checkout errors"
 
 
@@ -288,7 +288,7 @@ async def test_email_goes_through_the_smtp_relay(settings, db) -> None:
         "Severity:      critical",
         "Group:         service_name=checkout",
         "Count:         7 entries in 5 min (fires at ≥ 5)",
-        "Window:        2025-03-04 10:00 to 10:05 UTC",
+        "Window:        2025-03-04 10:00:30 to 10:05:30 UTC",
         f"Matching logs: {rows[0]['payload']['link']}",
     ):
         assert fact in text, (fact, text)

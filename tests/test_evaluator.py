@@ -228,10 +228,10 @@ async def test_threshold_crossed_records_one_firing_event_with_one_outbox_row_pe
     assert changes_of(report) == [("firing", {}, 6)]
     [event] = events(db, rule_id)
     assert (event["kind"], event["group_key"], event["observed_count"]) == ("firing", {}, 6)
-    # The window ends at the watermark's minute (streams are empty: `now`).
-    assert event["window_end"] == base
-    assert event["window_start"] == base - timedelta(minutes=5)
-    assert event["started_at"] == base
+    # The window ends at the watermark, which is `now` (the streams are empty).
+    assert event["window_end"] == now
+    assert event["window_start"] == now - timedelta(minutes=5)
+    assert event["started_at"] == now
     assert event["resolved_at"] is None
     assert outbox(db, event["id"]) == [(0, "webhook", "firing"), (1, "slack", "firing")]
     assert states(db, rule_id) == {"{}": ("firing", 6)}
@@ -241,7 +241,8 @@ async def test_threshold_crossed_records_one_firing_event_with_one_outbox_row_pe
     evaluation = row["last_evaluation"]
     assert evaluation["groups"] == [{"group": {}, "count": 6, "state": "firing", "fires": True}]
     assert evaluation["from_rollups"] is True
-    assert evaluation["window_end"] == base.isoformat()
+    assert evaluation["window_start"] == (now - timedelta(minutes=5)).isoformat()
+    assert evaluation["window_end"] == now.isoformat()
     assert evaluation["watermark"] == now.isoformat()
 
 
@@ -251,23 +252,28 @@ async def test_a_firing_rule_stays_firing_without_repeats_then_resolves_once(
     rule_id = add_rule(db)
     await ingest(client, writer, entries("api", base - timedelta(minutes=3), 6))
 
-    first = await evaluate_round(deps, base + timedelta(seconds=10))
+    fired_at = base + timedelta(seconds=10)
+    first = await evaluate_round(deps, fired_at)
     assert changes_of(first) == [("firing", {}, 6)]
     # The same tick again: nothing left to claim.
     again = await evaluate_round(deps, base + timedelta(seconds=20))
     assert (again.evaluated, again.changes) == ([], [])
-    # Later ticks while the entries are still in the window: evaluated, no new event.
+    # Later ticks while the entries are still in the window (the last one's starts at
+    # base - 3 min 20 s): evaluated, still counting all six, no new event.
     for seconds in (40, 70, 100):
         later = await evaluate_round(deps, base + timedelta(seconds=seconds))
         assert (later.evaluated, later.changes) == ([rule_id], [])
+        assert states(db, rule_id) == {"{}": ("firing", 6)}
     assert kinds(db, rule_id) == ["firing"]
 
-    # Three minutes on, the errors have left the 5-minute window.
-    resolved = await evaluate_round(deps, base + timedelta(minutes=3, seconds=10))
+    # Three minutes on, the errors have left the 5-minute window (it starts at
+    # base - 1 min 50 s).
+    resolved_at = base + timedelta(minutes=3, seconds=10)
+    resolved = await evaluate_round(deps, resolved_at)
     assert changes_of(resolved) == [("resolved", {}, 0)]
     firing, resolution = events(db, rule_id)
-    assert resolution["started_at"] == firing["started_at"] == base
-    assert resolution["resolved_at"] == base + timedelta(minutes=3)
+    assert resolution["started_at"] == firing["started_at"] == fired_at
+    assert resolution["resolved_at"] == resolved_at
     assert outbox(db, resolution["id"]) == [(0, "webhook", "resolved"), (1, "slack", "resolved")]
     assert states(db, rule_id) == {"{}": ("ok", 0)}
 
@@ -297,9 +303,12 @@ async def test_below_rule_fires_when_a_service_goes_silent_and_resolves_when_it_
     client, writer, deps, db, base
 ) -> None:
     rule_id = add_rule(db, filter={}, condition="below", threshold=1, group_by=("service_name",))
+    # One entry each a minute, from base - 4 min 30 s: all five inside the first window,
+    # which starts at base - 4 min 50 s.
     for m in range(5, 0, -1):
-        await accept(client, entries("api", base - timedelta(minutes=m), 1, level="INFO"))
-        await accept(client, entries("worker", base - timedelta(minutes=m), 1, level="INFO"))
+        at = base - timedelta(minutes=m) + timedelta(seconds=30)
+        await accept(client, entries("api", at, 1, level="INFO"))
+        await accept(client, entries("worker", at, 1, level="INFO"))
     await store(writer)
     both_ok = await evaluate_round(deps, base + timedelta(seconds=10))
     assert both_ok.changes == []
@@ -315,7 +324,9 @@ async def test_below_rule_fires_when_a_service_goes_silent_and_resolves_when_it_
     silent = await evaluate_round(deps, base + timedelta(minutes=6, seconds=10))
     assert changes_of(silent) == [("firing", {"service_name": "worker"}, 0)]
 
-    await ingest(client, writer, entries("worker", base + timedelta(minutes=6), 2, level="INFO"))
+    # After the window that saw the silence ended (base + 6 min 10 s).
+    resumed_at = base + timedelta(minutes=6, seconds=30)
+    await ingest(client, writer, entries("worker", resumed_at, 2, level="INFO"))
     resumed = await evaluate_round(deps, base + timedelta(minutes=7, seconds=10))
     assert changes_of(resumed) == [("resolved", {"service_name": "worker"}, 2)]
     assert kinds(db, rule_id) == ["firing", "resolved"]
@@ -346,12 +357,15 @@ async def test_the_cooldown_holds_back_a_new_firing_until_it_is_over(
     client, writer, deps, db, base
 ) -> None:
     rule_id = add_rule(db, threshold=3, window_mins=1, cooldown_mins=10)
+    # Bursts of five, each inside one of the 1-minute windows below (which end 10 s past
+    # the minute) and outside the others.
+    burst = timedelta(seconds=30)
     await ingest(
         client,
         writer,
-        entries("api", base, 5),
-        entries("api", base + timedelta(minutes=2), 5),
-        entries("api", base + timedelta(minutes=10), 5),
+        entries("api", base + burst, 5),
+        entries("api", base + timedelta(minutes=2) + burst, 5),
+        entries("api", base + timedelta(minutes=10) + burst, 5),
     )
     fired_at = base + timedelta(minutes=1, seconds=10)
     assert [c.kind for c in (await evaluate_round(deps, fired_at)).changes] == ["firing"]
@@ -508,7 +522,7 @@ async def test_a_backlog_neither_fires_nor_resolves_and_the_stored_data_then_dec
     silent (the below rule fires), no errors (the above rule resolves). The window ends
     at the committed watermark instead, so neither happens until the entries are stored;
     then the rules follow what was really sent."""
-    start = minute(datetime.now(UTC))
+    start = datetime.now(UTC)
     silent = add_rule(
         db,
         name="worker silent",
@@ -517,7 +531,8 @@ async def test_a_backlog_neither_fires_nor_resolves_and_the_stored_data_then_dec
         threshold=1,
     )
     errors = add_rule(db, name="api errors", filter={"service_name": "api", "level": "ERROR"})
-    for m in range(5, 0, -1):
+    # Stored: four minutes of both, inside every 5-minute window ending in the next minute.
+    for m in range(4, 0, -1):
         await accept(client, entries("api", start - timedelta(minutes=m), 3))
         await accept(client, entries("worker", start - timedelta(minutes=m), 1, level="INFO"))
     await store(writer)
@@ -525,27 +540,38 @@ async def test_a_backlog_neither_fires_nor_resolves_and_the_stored_data_then_dec
     assert [c.kind for c in first.changes] == ["firing"]
     assert kinds(db, errors) == ["firing"]
     assert kinds(db, silent) == []
+    assert (states(db, errors), states(db, silent)) == ({"{}": ("firing", 12)}, {"{}": ("ok", 4)})
 
-    # The backlog: accepted, not stored. worker keeps logging until minute 9; api's
-    # errors stop (INFO only).
-    for m in range(0, 10):
+    # The backlog: accepted, not stored. worker keeps logging until minute 10; api's
+    # errors stop (INFO only). All stamped from a minute on: after the watermark.
+    backlog_from = datetime.now(UTC)
+    for m in range(1, 11):
         await accept(client, entries("worker", start + timedelta(minutes=m), 1, level="INFO"))
         await accept(client, entries("api", start + timedelta(minutes=m), 2, level="INFO"))
     later = start + timedelta(minutes=10, seconds=5)
     during = await evaluate_round(deps, later)
     assert during.watermark < datetime.now(UTC) < later
     assert during.changes == []
-    window_end = datetime.fromisoformat(rule_row(db, silent)["last_evaluation"]["window_end"])
-    assert window_end <= minute(datetime.now(UTC))
+    # The windows end exactly at the watermark: when the first waiting message was
+    # accepted (stream ids are whole milliseconds), before any entry still waiting.
+    for rule_id in (silent, errors):
+        evaluation = rule_row(db, rule_id)["last_evaluation"]
+        assert datetime.fromisoformat(evaluation["window_end"]) == during.watermark
+    assert backlog_from - timedelta(milliseconds=5) <= during.watermark
+    assert during.watermark < start + timedelta(minutes=1)
+    # What is stored still decides, counted as before.
+    assert (states(db, errors), states(db, silent)) == ({"{}": ("firing", 12)}, {"{}": ("ok", 4)})
     assert kinds(db, silent) == []
     assert kinds(db, errors) == ["firing"]
 
     await store(writer)
     after = await evaluate_round(deps, later + timedelta(seconds=INTERVAL))
-    # worker logged up to minute 9: not silent. api's errors are gone: resolved.
+    # worker logged up to minute 10: not silent. api's errors are gone: resolved.
     assert changes_of(after) == [("resolved", {}, 0)]
     assert kinds(db, silent) == []
     assert kinds(db, errors) == ["firing", "resolved"]
+    # The window (5 min 35 s to 10 min 35 s after start) holds worker's minutes 6 to 10.
+    assert states(db, silent) == {"{}": ("ok", 5)}
 
 
 # ---- several evaluators --------------------------------------------------------------

@@ -31,10 +31,11 @@ def count(p: Payload) -> str:
 
 
 def window(p: Payload) -> str:
-    """`2025-01-02 10:00 to 10:05 UTC` (the end's date too when it differs)."""
+    """`2025-01-02 10:00:30 to 10:05:30 UTC` (the end's date too when it differs). With
+    seconds: a window ends at the committed watermark, not on a minute."""
     start, end = _utc(p.window_start), _utc(p.window_end)
-    end_format = "%H:%M" if start.date() == end.date() else "%Y-%m-%d %H:%M"
-    return f"{start:%Y-%m-%d %H:%M} to {end.strftime(end_format)} UTC"
+    end_format = "%H:%M:%S" if start.date() == end.date() else "%Y-%m-%d %H:%M:%S"
+    return f"{start:%Y-%m-%d %H:%M:%S} to {end.strftime(end_format)} UTC"
 
 
 def timestamp(moment: datetime) -> str:
