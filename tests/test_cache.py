@@ -247,14 +247,18 @@ async def test_disabled_cache_computes_every_time() -> None:
 
 
 @pytest.mark.parametrize(
-    ("end", "relative", "closed"),
+    ("ago", "relative", "closed"),
     [
         (None, False, False),
-        (datetime.now(UTC) - timedelta(hours=1), False, True),
-        (datetime.now(UTC) - timedelta(seconds=30), False, False),
-        (datetime.now(UTC) - timedelta(hours=1), True, False),
+        (timedelta(hours=1), False, True),
+        (timedelta(seconds=30), False, False),
+        (timedelta(hours=1), True, False),
     ],
 )
-def test_only_absolute_ends_past_the_ingest_lag_are_closed(end, relative, closed) -> None:
+def test_only_absolute_ends_past_the_ingest_lag_are_closed(ago, relative, closed) -> None:
+    # The end is taken from the same `now` the check uses, not at collection time: a long
+    # suite must not turn "30 s ago" into "minutes ago".
     cache = make_cache(free_port())
-    assert cache.is_closed(end, relative=relative, now=datetime.now(UTC)) is closed
+    now = datetime.now(UTC)
+    end = None if ago is None else now - ago
+    assert cache.is_closed(end, relative=relative, now=now) is closed

@@ -3,8 +3,10 @@
 At start it applies the migrations (as every process does). Each run (every
 JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old enough that their
 stream messages can no longer be redelivered, prunes live-tail resume records past
-TAIL_RESUME_WINDOW, and builds the search index of one closed day. Retention,
-size quotas and archiving are added here by the retention issue. Beside it, every
+TAIL_RESUME_WINDOW, and builds the search index of one closed day. Every
+RETENTION_INTERVAL, under the same lock, a retention run applies the retention policies
+and size quotas (services/janitor/retention.py); within one janitor the two never run at
+once (each waits for the other instead of skipping its turn). Beside them, every
 ROLLUP_COMPACT_INTERVAL, settled minutes are compacted into the hourly and daily rollups
 (shared/compaction.py); that step is safe to run from several janitors at once.
 """
@@ -13,10 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
+import time
 from collections.abc import Callable
 
 import psycopg
 
+from services.janitor import restore
+from services.janitor.lock import janitor_lock
+from services.janitor.retention import retention_once
 from services.janitor.search_index import build_search_index
 from shared.compaction import compact
 from shared.db import delete_older_than
@@ -28,24 +36,41 @@ from shared.tail import prune_tail_batches
 
 log = logging.getLogger("janitor")
 
-_LOCK_KEY = 0x6A616E69  # "jani"
 INBOX_KEEP_HOURS = 72
 
 
 def run_once(settings: Settings) -> bool:
     """One housekeeping pass; False when another janitor holds the lock."""
-    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
-        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
-        if not locked or not locked[0]:
+    with (
+        psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn,
+        janitor_lock(conn) as held,
+    ):
+        if not held:
             return False
-        try:
-            ensure_partitions_ahead(conn, settings)
-            delete_older_than(conn, "ingest_inbox", INBOX_KEEP_HOURS * 3600)
-            prune_tail_batches(conn, settings.tail_resume_window_seconds)
-            build_search_index(conn)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+        ensure_partitions_ahead(conn, settings)
+        delete_older_than(conn, "ingest_inbox", INBOX_KEEP_HOURS * 3600)
+        prune_tail_batches(conn, settings.tail_resume_window_seconds)
+        build_search_index(conn)
     return True
+
+
+def retention_run(settings: Settings, stop: asyncio.Event) -> None:
+    """One retention run on the wall clock, stopped early by SIGTERM or after one
+    RETENTION_INTERVAL of work (the next run continues): the housekeeping run waits for
+    it, and partitions ahead must not wait for a long backlog."""
+    deadline = time.monotonic() + settings.retention_interval_seconds
+    retention_once(settings, keep_going=lambda: not stop.is_set() and time.monotonic() < deadline)
+
+
+def _one_at_a_time(lock: threading.Lock, work: Callable[[], object]) -> Callable[[], object]:
+    """`work` run while holding `lock`: the janitor's runs share one advisory lock, and
+    two of them in one process would each find it taken by the other."""
+
+    def run() -> object:
+        with lock:
+            return work()
+
+    return run
 
 
 def compact_once(settings: Settings) -> int:
@@ -77,12 +102,25 @@ async def run(settings: Settings) -> None:
     if await migrate_when_reachable(settings, stop) is None:
         return
     log.info(
-        "janitor started, every %ss (rollup compaction every %ss)",
+        "janitor started, every %ss (retention every %ss, rollup compaction every %ss)",
         settings.janitor_interval_seconds,
+        settings.retention_interval_seconds,
         settings.rollup_compact_interval_seconds,
     )
+    acting = threading.Lock()
     await asyncio.gather(
-        _every(stop, "janitor run", settings.janitor_interval_seconds, lambda: run_once(settings)),
+        _every(
+            stop,
+            "janitor run",
+            settings.janitor_interval_seconds,
+            _one_at_a_time(acting, lambda: run_once(settings)),
+        ),
+        _every(
+            stop,
+            "retention run",
+            settings.retention_interval_seconds,
+            _one_at_a_time(acting, lambda: retention_run(settings, stop)),
+        ),
         _every(
             stop,
             "rollup compaction",
@@ -94,6 +132,10 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
+    # `python -m services.janitor restore …`: a one-shot command, not the loop.
+    if sys.argv[1:2] == ["restore"]:
+        restore.main(sys.argv[2:])
+        return
     settings = start_process("janitor")
     asyncio.run(run(settings))
 
