@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test lint format bench bench-ingest bench-query bench-tail bench-alerts dev-up docker-build clean
+.PHONY: install run migrate restore test lint format bench bench-ingest bench-query bench-tail bench-alerts bench-retention dev-up docker-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ run: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/python -m shared.migrate
 
+## restore: re-ingest an archived tenant-day (README, "Archive"); ARCHIVE_PATH defaults to
+## the tenant's policy's, ARCHIVE_ROOT to the environment's
+restore: $(STAMP)
+	$(BIN)/python -m services.janitor restore --tenant $(TENANT) --day $(DAY) \
+		$(if $(ARCHIVE_PATH),--archive-path $(ARCHIVE_PATH))
+
 ## test: lint, type-check, then the test suite against real PostgreSQL and Redis
 test: lint
 	$(BIN)/pytest -q
@@ -37,7 +43,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark; figures are printed beside baselines measured in the same run
-bench: bench-ingest bench-query bench-tail bench-alerts
+bench: bench-ingest bench-query bench-tail bench-alerts bench-retention
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
@@ -50,6 +56,9 @@ bench-tail: $(STAMP)
 
 bench-alerts: $(STAMP)
 	$(BIN)/python -m bench.alerts
+
+bench-retention: $(STAMP)
+	$(BIN)/python -m bench.retention
 
 ## dev-up: make sure the local PostgreSQL and Redis are running
 dev-up:

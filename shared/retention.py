@@ -26,7 +26,8 @@ from shared.settings import Settings
 MAX_RETENTION_DAYS = 3650
 GIB = 1024**3
 # A name under ARCHIVE_ROOT: segments of letters, digits, '.', '_' and '-', separated by
-# '/', none of them '.' or '..'; never absolute.
+# '/', none of them '.' or '..'; never absolute. Matched with fullmatch: `$` alone would
+# also accept a trailing newline.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 MAX_ARCHIVE_PATH = 200
 
@@ -55,7 +56,7 @@ def check_archive_path(path: str | None, archive_enabled: bool) -> str | None:
             )
         return None
     segments = path.split("/")
-    if path.startswith("/") or not all(_SEGMENT.match(s) for s in segments):
+    if path.startswith("/") or not all(_SEGMENT.fullmatch(s) for s in segments):
         raise ValidationFailed(
             "archive_path must be a relative name under ARCHIVE_ROOT",
             errors=[

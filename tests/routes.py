@@ -41,7 +41,7 @@ class Endpoint:
     @property
     def scope(self) -> str:
         """The scope a caller needs here (by the API's conventions)."""
-        if self.template.startswith("/api/v1/admin"):
+        if self.template.startswith(("/api/v1/admin", "/api/v1/retention")):
             return "admin"
         if self.template.startswith("/api/v1/alerts"):
             return "alerts"

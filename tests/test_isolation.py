@@ -27,23 +27,37 @@ B_MESSAGE = "b-secret-message"
 
 @dataclass
 class World:
-    """Two tenants with data in every table; A's key has ingest, query and alerts scopes."""
+    """Two tenants with data in every table; A's key has ingest, query and alerts scopes,
+    and A has an admin-scope key too (for the routes that take it: retention)."""
 
     client: AsyncTestClient  # type: ignore[type-arg]
     db: psycopg.Connection
     a: uuid.UUID
     b: uuid.UUID
     a_key: str
+    a_admin_key: str
     b_entry_ids: list[str]
     b_policy_id: uuid.UUID
     b_alert_id: uuid.UUID
 
     @property
     def markers(self) -> list[str]:
-        return [str(self.b), B_SERVICE, B_MESSAGE, "trace-b", "req-b", *self.b_entry_ids]
+        return [
+            str(self.b),
+            B_SERVICE,
+            B_MESSAGE,
+            "trace-b",
+            "req-b",
+            str(self.b_policy_id),
+            *self.b_entry_ids,
+        ]
 
     def headers(self, tenant: uuid.UUID | None = None) -> dict[str, str]:
         return key_headers(self.a_key, tenant)
+
+    def keys_of_a(self) -> list[dict[str, str]]:
+        """A's keys: without and with the admin scope."""
+        return [key_headers(self.a_key), key_headers(self.a_admin_key)]
 
     def b_snapshot(self) -> list[Any]:
         """Everything of B's that A must not change."""
@@ -135,7 +149,8 @@ async def world(api_client, api_settings, admin_key, writer, db) -> AsyncIterato
     b_policy, b_alert = _seed_policy_and_alert(db, b)
     await add_key(api_settings, b, "ingest", "query")
     a_key = await add_key(api_settings, a, "ingest", "query", "alerts")
-    yield World(api_client, db, a, b, a_key, b_ids, b_policy, b_alert)
+    a_admin_key = await add_key(api_settings, a, "admin")
+    yield World(api_client, db, a, b, a_key, a_admin_key, b_ids, b_policy, b_alert)
 
 
 Probe = Callable[[World, Endpoint], Awaitable[None]]
@@ -208,14 +223,42 @@ async def _header_only(world: World, endpoint: Endpoint) -> None:
     tests/test_tail.py::test_tenant_stream_never_carries_another_tenants_logs."""
 
 
+async def _policies_of_a(world: World, endpoint: Endpoint) -> None:
+    """A's admin key lists A's policy, never B's; A's other key is refused."""
+    for headers in world.keys_of_a():
+        response = await world.client.get(endpoint.url(), headers=headers)
+        _no_b_data(world, response, endpoint)
+    listed = await world.client.get(endpoint.url(), headers=key_headers(world.a_admin_key))
+    assert [p["tenant_id"] for p in listed.json()["policies"]] == [str(world.a)]
+
+
 async def _policy_of_b(world: World, endpoint: Endpoint) -> None:
+    """B's tenant named in the path: 403; B's policy id: 404 (as an unknown id), with or
+    without B named in the body."""
     target = str(world.b) if "/tenant/" in endpoint.template else str(world.b_policy_id)
+    for headers in world.keys_of_a():
+        for body in ({"tenant_id": str(world.b), "retention_days": 1}, {"retention_days": 1}):
+            response = await world.client.request(
+                endpoint.method, endpoint.url_all(target), json=body, headers=headers
+            )
+            _refused(response, endpoint)
+            _no_b_data(world, response, endpoint, target, str(world.b))
+
+
+async def _policy_for_b(world: World, endpoint: Endpoint) -> None:
+    """Creating a policy naming B: 403 (B's snapshot, checked at the end, is unchanged)."""
     body = {"tenant_id": str(world.b), "retention_days": 1}
-    response = await world.client.request(
-        endpoint.method, endpoint.url_all(target), json=body, headers=world.headers()
-    )
-    _refused(response, endpoint)
-    _no_b_data(world, response, endpoint, target, str(world.b))
+    for headers in world.keys_of_a():
+        response = await world.client.post(endpoint.url(), json=body, headers=headers)
+        _refused(response, endpoint, 403)
+        _no_b_data(world, response, endpoint, str(world.b))
+
+
+async def _operator_only(world: World, endpoint: Endpoint) -> None:
+    """What spans every tenant (the janitor's runs): not for a tenant's keys, admin or not."""
+    for headers in world.keys_of_a():
+        response = await world.client.get(endpoint.url(), headers=headers)
+        _refused(response, endpoint, 403)
 
 
 async def _alert_of_b(world: World, endpoint: Endpoint) -> None:
@@ -258,11 +301,12 @@ MATRIX: dict[tuple[str, str], Probe] = {
     ("GET", "/api/v1/logs/services"): _list,
     ("GET", "/api/v1/logs/storage"): _read_only,
     ("GET", "/api/v1/logs/stream"): _header_only,
-    ("GET", "/api/v1/retention"): _read_only,
-    ("POST", "/api/v1/retention"): _create_for_b,
+    ("GET", "/api/v1/retention"): _policies_of_a,
+    ("POST", "/api/v1/retention"): _policy_for_b,
     ("GET", "/api/v1/retention/tenant/{}"): _policy_of_b,
     ("PUT", "/api/v1/retention/{}"): _policy_of_b,
     ("DELETE", "/api/v1/retention/{}"): _policy_of_b,
+    ("GET", "/api/v1/retention/status"): _operator_only,
     ("GET", "/api/v1/alerts"): _read_only,
     ("POST", "/api/v1/alerts"): _create_for_b,
     ("GET", "/api/v1/alerts/{}"): _alert_of_b,

@@ -23,6 +23,7 @@ from services.gateway.problems import (
 )
 from services.gateway.query.concurrency import QueryConcurrencyMiddleware
 from services.gateway.query.routes import QueryController, list_logs
+from services.gateway.retention.routes import RetentionController
 from services.gateway.state import lifespan, provide_state
 from services.gateway.stats.routes import StatsController
 from services.gateway.tail.routes import StreamController
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StatsController,
             StreamController,
             AlertsController,
+            RetentionController,
             health.health,
             health.ready,
             health.live,

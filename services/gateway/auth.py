@@ -11,12 +11,12 @@ needs; storage functions take `caller.tenant_id` explicitly.
   authenticates): the tenant is `X-Tenant-ID`, with the ingest, query and alerts
   scopes.
 
-Operator requests (the admin API, and reads across tenants with `all_tenants=true`) need
-the admin scope, which only a key carries: in both modes they are authenticated by the
-key as in `api_key` mode, so a trusted X-Tenant-ID alone never administers the service.
-On tenant-data routes an admin key of the `system` tenant must name the tenant it acts
-for in X-Tenant-ID (400 otherwise): `system` holds no logs, and its empty pages would
-look like a working query.
+Operator requests (the admin API, retention policies, and reads across tenants with
+`all_tenants=true`) need the admin scope, which only a key carries: in both modes they
+are authenticated by the key as in `api_key` mode, so a trusted X-Tenant-ID alone never
+administers the service. On tenant-data routes an admin key of the `system` tenant must
+name the tenant it acts for in X-Tenant-ID (400 otherwise): `system` holds no logs, and
+its empty pages would look like a working query.
 
 Keys are looked up through `Credentials`, cached AUTH_CACHE_SECONDS: a revoked key stops
 working within that delay in every gateway (at once in the one that revoked it).
@@ -96,14 +96,19 @@ class Caller:
 # before the request is parsed, so a caller without the scope learns nothing from
 # validation errors; handlers still call `caller.require` themselves.
 _INGEST_PATHS = ("/api/v1/logs", "/api/v1/logs/batch")
+_ADMIN_PREFIXES = ("/api/v1/admin", "/api/v1/retention")
 
 
 def conventional_scope(method: str, path: str) -> Scope | None:
-    """admin under /api/v1/admin, alerts under /api/v1/alerts, ingest for POST
-    /api/v1/logs and /batch, query for everything else under /api/v1/logs; None where
-    handlers decide alone."""
+    """admin under /api/v1/admin and /api/v1/retention, alerts under /api/v1/alerts,
+    ingest for POST /api/v1/logs and /batch, query for everything else under
+    /api/v1/logs; None where handlers decide alone.
+
+    Admin routes are operator requests: a trusted X-Tenant-ID alone never reaches them,
+    and the admin key of `system` needs no X-Tenant-ID there (retention policies name
+    their tenant in the path or body; services/gateway/retention/access.py)."""
     path = path.rstrip("/") or "/"
-    if path == "/api/v1/admin" or path.startswith("/api/v1/admin/"):
+    if any(path == p or path.startswith(p + "/") for p in _ADMIN_PREFIXES):
         return "admin"
     if path == "/api/v1/alerts" or path.startswith("/api/v1/alerts/"):
         return "alerts"

@@ -15,10 +15,10 @@ need be, its manifest written; when rows it lacks have arrived since, a new file
 both is written in its place (a merge of the two sorted streams), so the rows already
 deleted stay archived.
 
-Chosen by measurement on the busiest tenant-day of the 10M-row benchmark (808k rows),
-README "Archive": pyarrow, zstd level 3, 128k-row groups, dictionary encoding only where
-values repeat, delta encoding of the sorted timestamps: 50 B per row (DuckDB's writer:
-48 to 53 B, 1.0 to 1.1 s against pyarrow's 0.8 s; zstd 6 saves 7 % for twice the time).
+Chosen by measurement on the busiest tenant-day of the 10M-row benchmark (808k rows,
+README "The archive"): pyarrow, zstd level 3, 128k-row groups, dictionaries only where
+values repeat, delta-encoded timestamps: 50 B per row (DuckDB's writer: 48 to 53 B, in
+1.0 to 1.1 s against pyarrow's 0.8 s; zstd 6 saves 7 % for twice the time).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -57,7 +57,7 @@ log = logging.getLogger("janitor.archive")
 
 # Rows per row group: ~60 MB of Arrow data for the benchmark's rows (the bound on what
 # archiving holds in memory), ~6 MB of Parquet. 64k groups cost 4 % more bytes per row,
-# 256k save 1 % (measured, README "Archive").
+# 256k save 1 % (measured, README "The archive").
 ROW_GROUP_ROWS = 128 * 1024
 # Random or nearly unique per row: a dictionary would only be built and thrown away.
 _NO_DICTIONARY = {"id", "timestamp", "span_id", "message", "metadata"}
@@ -138,7 +138,6 @@ class _Written:
     bytes: int = 0
     first: datetime | None = None
     last: datetime | None = None
-    groups: list[int] = field(default_factory=list)
 
 
 def _write_parquet(files: ArchiveFiles, tables: Iterable[pa.Table]) -> _Written:
@@ -153,7 +152,6 @@ def _write_parquet(files: ArchiveFiles, tables: Iterable[pa.Table]) -> _Written:
                 written.first = timestamps[0].as_py()
             written.last = timestamps[-1].as_py()
             written.rows += group.num_rows
-            written.groups.append(group.num_rows)
     _fsync(temp)
     written.sha256, written.bytes = file_digest(temp)
     failpoint.reached("archive_before_rename")
