@@ -10,7 +10,7 @@ in which transaction, is in services/gateway/alerts/rules.py.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
@@ -28,6 +28,7 @@ from services.gateway.alerts.models import (
 )
 from services.gateway.alerts.pages import DEFAULT_LIMIT, CursorParam, Limit, Offset, page_of
 from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.openapi import example_response
 from services.gateway.state import GatewayState
 from shared.alerts import AlertRuleIn
 from shared.redis_keys import RedisKeys
@@ -144,16 +145,9 @@ _TEST_EXAMPLE = {
 }
 
 
-def _spec(model: Any, description: str, example: dict[str, Any]) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=model,
-        description=description,
-        generate_examples=False,
-        examples=[Example(summary="Example", value=example)],
-    )
-
-
-_RULE = _spec(AlertRuleOut, "The rule, its state and last evaluation.", _RULE_OUT_EXAMPLE)
+_RULE = example_response(
+    AlertRuleOut, "The rule, its state and last evaluation.", _RULE_OUT_EXAMPLE
+)
 # Error answers are problem JSON (services/gateway/openapi.py gives them the schema).
 _NO_RULE = {
     404: ResponseSpec(None, description="No such rule in the caller's tenant (or deleted).")
@@ -187,7 +181,7 @@ class AlertsController(Controller):
         description="Paged by limit and offset, or by `cursor` (the previous page's "
         "next_cursor). `enabled` and `state` (ok or firing) narrow the list.",
         responses={
-            200: _spec(
+            200: example_response(
                 AlertPage,
                 "A page of rules.",
                 {
@@ -330,7 +324,7 @@ class AlertsController(Controller):
         description="Each with its notifications' delivery (never a channel's url or "
         "secret). Still readable after the rule is deleted.",
         responses={
-            200: _spec(
+            200: example_response(
                 EventPage,
                 "A page of events.",
                 {
@@ -364,7 +358,10 @@ class AlertsController(Controller):
         description="The window the evaluator would count now (window_mins ending at the "
         "committed watermark), the count of each group and whether it would fire. No "
         "state, event or notification is changed.",
-        responses={200: _spec(AlertTestOut, "What the rule sees now.", _TEST_EXAMPLE), **_NO_RULE},
+        responses={
+            200: example_response(AlertTestOut, "What the rule sees now.", _TEST_EXAMPLE),
+            **_NO_RULE,
+        },
     )
     async def test_alert(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency, Provide
@@ -21,6 +21,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, Parameter
 
 from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.openapi import example_response
 from services.gateway.retention import policies, runs
 from services.gateway.retention.access import reach_of, require_operator
 from services.gateway.retention.models import (
@@ -95,16 +96,7 @@ _RUN_EXAMPLE = {
 }
 
 
-def _spec(model: Any, description: str, example: dict[str, Any]) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=model,
-        description=description,
-        generate_examples=False,
-        examples=[Example(summary="Example", value=example)],
-    )
-
-
-_POLICY = _spec(RetentionPolicyOut, "The policy.", _POLICY_EXAMPLE)
+_POLICY = example_response(RetentionPolicyOut, "The policy.", _POLICY_EXAMPLE)
 # Error answers are problem JSON (services/gateway/openapi.py gives them the schema).
 _NO_POLICY = {404: ResponseSpec(None, description="No such policy within the caller's reach.")}
 _INVALID = {
@@ -139,7 +131,7 @@ class RetentionController(Controller):
         description="The admin key: every tenant's. A tenant's admin key: its own (one or "
         "none). Tenants without a policy have the defaults (see /tenant/{tenant_id}).",
         responses={
-            200: _spec(
+            200: example_response(
                 PolicyPage,
                 "A page of policies.",
                 {"policies": [_POLICY_EXAMPLE], "limit": 100, "offset": 0, "has_more": False},
@@ -186,7 +178,7 @@ class RetentionController(Controller):
         "dated before it are past the policy), its size limit in bytes and "
         "LOG_MAX_SIZE_GB.",
         responses={
-            200: _spec(EffectivePolicyOut, "The policy in force.", _EFFECTIVE_EXAMPLE),
+            200: example_response(EffectivePolicyOut, "The policy in force.", _EFFECTIVE_EXAMPLE),
             **_OTHER_TENANT,
             404: ResponseSpec(None, description="No such tenant."),
         },
@@ -239,7 +231,7 @@ class RetentionController(Controller):
         description="The admin key only (it covers every tenant). Runs newest first; "
         "`before_id` (the last id seen) pages back.",
         responses={
-            200: _spec(
+            200: example_response(
                 RetentionStatusOut,
                 "The last run, when the next is expected, and a page of runs.",
                 {

@@ -23,10 +23,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
 from litestar.params import JSONBody, Parameter
 
 from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.openapi import example_response
 from services.gateway.query.cache import cached_response, range_is_closed
 from services.gateway.query.params import BodyFilter, provide_filter
 from services.gateway.state import GatewayState
@@ -58,12 +58,7 @@ class AggregateBody(BodyFilter, kw_only=True, forbid_unknown_fields=True):
 
 
 def _spec(model: Any, description: str, example: dict[str, Any]) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=model,
-        description=description + " X-Cache: hit, miss, bypass or off.",
-        generate_examples=False,
-        examples=[Example(summary="Example", value=example)],
-    )
+    return example_response(model, description + " X-Cache: hit, miss, bypass or off.", example)
 
 
 _STATS_EXAMPLE = {
