@@ -8,23 +8,7 @@ from datetime import timedelta
 from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.retention import store
-from services.gateway.retention.models import RetentionRunOut, RetentionStatusOut
-
-
-def _out(run: store.StoredRun) -> RetentionRunOut:
-    return RetentionRunOut(
-        id=run.id,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        dropped_partitions=run.dropped_partitions,
-        deleted_rows=run.deleted_rows,
-        deleted_bytes=run.deleted_bytes,
-        archived_rows=run.archived_rows,
-        archived_bytes=run.archived_bytes,
-        archived_files=run.archived_files,
-        actions=run.actions,
-        errors=run.errors,
-    )
+from services.gateway.retention.models import RetentionStatusOut
 
 
 async def retention_status(
@@ -36,11 +20,11 @@ async def retention_status(
     last = latest[0] if latest else None
     return RetentionStatusOut(
         interval_seconds=interval_seconds,
-        last_run=_out(last) if last else None,
+        last_run=last,
         # When the janitor means to start again; a time in the past says it is late
         # (stopped, or a run longer than the interval).
         next_run_at=last.started_at + timedelta(seconds=interval_seconds) if last else None,
-        runs=[_out(r) for r in runs[:limit]],
+        runs=runs[:limit],
         limit=limit,
         has_more=len(runs) > limit,
     )

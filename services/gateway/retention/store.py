@@ -15,6 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 
+from services.gateway.retention.models import RetentionRunOut
 from shared.retention import RetentionPolicyIn
 
 
@@ -140,23 +141,6 @@ async def list_policies(
     return await cur.fetchall()
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRun:
-    """A row of retention_runs (the janitor writes them; the API only reads)."""
-
-    id: int
-    started_at: datetime
-    finished_at: datetime | None
-    dropped_partitions: int
-    deleted_rows: int
-    deleted_bytes: int
-    archived_rows: int
-    archived_bytes: int
-    archived_files: int
-    actions: list[Any]
-    errors: list[Any]
-
-
 _RUN_COLUMNS = sql.SQL(
     "id, started_at, finished_at, dropped_partitions, deleted_rows, deleted_bytes, "
     "archived_rows, archived_bytes, archived_files, actions, errors"
@@ -165,7 +149,7 @@ _RUN_COLUMNS = sql.SQL(
 
 async def recent_runs(
     conn: AsyncConnection[Any], *, limit: int, before_id: int | None
-) -> list[StoredRun]:
+) -> list[RetentionRunOut]:
     """Runs newest first (by start, the order of retention_runs_started), those after run
     `before_id` in that order when it is given; plus one more when there are more."""
     after = sql.SQL("")
@@ -178,6 +162,6 @@ async def recent_runs(
     query = sql.SQL(
         "SELECT {} FROM retention_runs {} ORDER BY started_at DESC, id DESC LIMIT %(limit)s"
     ).format(_RUN_COLUMNS, after)
-    cur = conn.cursor(row_factory=class_row(StoredRun))
+    cur = conn.cursor(row_factory=class_row(RetentionRunOut))
     await cur.execute(query, {"before": before_id, "limit": limit + 1})
     return await cur.fetchall()
