@@ -36,7 +36,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -49,6 +49,7 @@ from psycopg import sql
 from bench.ingest import Variant, _post, make_workload, pipeline
 from bench.load import LoadSpec, attach, build_search_indexes, default_rows, index_table, load
 from services.janitor.archive import archive_tenant_day
+from services.janitor.pacing import Pace
 from services.janitor.removal import delete_tenant_day
 from shared.migrate import migrate
 from shared.settings import Settings
@@ -210,45 +211,22 @@ class JanitorWork:
         return self.ended - self.archived
 
 
-@dataclass(frozen=True)
-class Throttle:
-    """Experiments (`--janitor-nice`, `--delete-pause`), off by default: the janitor's
-    process at a lower CPU priority; a pause after each delete batch of `pause` times
-    the batch's own duration."""
-
-    nice: int = 0
-    pause: float = 0.0
-
-    def keep_going(self) -> Callable[[], bool]:
-        last = time.perf_counter()
-
-        def check() -> bool:
-            nonlocal last
-            if self.pause:
-                time.sleep((time.perf_counter() - last) * self.pause)
-            last = time.perf_counter()
-            return True
-
-        return check
-
-
 def archive_and_delete(
     conninfo: str,
     root: str,
     tenant: uuid.UUID,
     day: date,
     batch: int,
-    throttle: Throttle = Throttle(),
+    pause_ratio: float,
 ) -> JanitorWork:
     """What a retention run does to one tenant-day of an archiving tenant, in a process
-    of its own (as the janitor is)."""
-    if throttle.nice:
-        os.nice(throttle.nice)
+    of its own (as the janitor is), resting `pause_ratio` times each step's time."""
+    pace = Pace(pause_ratio)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         started = time.time()
-        result = archive_tenant_day(conn, Path(root), ARCHIVE_PATH, tenant, day)
+        result = archive_tenant_day(conn, Path(root), ARCHIVE_PATH, tenant, day, pace)
         archived = time.time()
-        deleted = delete_tenant_day(conn, tenant, day, batch, throttle.keep_going())
+        deleted = delete_tenant_day(conn, tenant, day, batch, pace=pace)
         ended = time.time()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return JanitorWork(result.rows, result.bytes, deleted.rows, started, archived, ended, rss)
@@ -344,7 +322,7 @@ async def ingest_while_janitor_works(
     rows: int,
     alone_seconds: float,
     logs: Path,
-    throttle: Throttle,
+    pause_ratio: float,
 ) -> UnderLoad:
     workload = make_workload(rows, seed=7)
     samples: list[tuple[float, int]] = []
@@ -385,7 +363,7 @@ async def ingest_while_janitor_works(
                     choice.tenant,
                     choice.loaded_day,
                     settings.retention_delete_batch,
-                    throttle,
+                    pause_ratio,
                 )
             )
             after = (time.time(), time.time() + alone_seconds)
@@ -407,12 +385,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="distinct rows in the workload")
     parser.add_argument("--alone-seconds", type=float, default=15.0)
     parser.add_argument("--source-rows", type=int, default=default_rows())
-    parser.add_argument("--janitor-nice", type=int, default=0, help="experiment: nice value")
     parser.add_argument(
-        "--delete-pause", type=float, default=0.0, help="experiment: pause/batch time ratio"
+        "--pause-ratio",
+        type=float,
+        default=Settings.from_env().retention_pause_ratio,
+        help="the janitor's rest per step under load (RETENTION_PAUSE_RATIO)",
     )
     args = parser.parse_args()
-    throttle = Throttle(args.janitor_nice, args.delete_pause)
     admin = replace(
         Settings.from_env(),
         postgres_user=os.environ.get("BENCH_POSTGRES_USER", "postgres"),
@@ -453,20 +432,19 @@ def main() -> None:
                     choice.tenant,
                     choice.quiet_day,
                     settings.retention_delete_batch,
+                    0.0,
                 ).result()
             print(f"quiet archive and delete done ({quiet.rows:,} rows)", flush=True)
             loaded_run = asyncio.run(
                 ingest_while_janitor_works(
-                    settings, choice, root, args.rows, args.alone_seconds, logs, throttle
+                    settings, choice, root, args.rows, args.alone_seconds, logs, args.pause_ratio
                 )
             )
             dropped = drop_partition(settings, _table(drop_day(choice)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    if throttle != Throttle():
-        print(f"\nunder load with {throttle} (quiet run: none)")
-    report(choice, quiet, loaded_run, dropped, copy_rate, live, whole, settings)
+    report(choice, quiet, loaded_run, dropped, copy_rate, live, whole, settings, args.pause_ratio)
     print(f"(service logs in {logs})")
 
 
@@ -479,6 +457,7 @@ def report(
     live: float,
     whole: float,
     settings: Settings,
+    pause_ratio: float,
 ) -> None:
     per_log = quiet.archive_bytes / quiet.rows
     alone = statistics.fmean(under.alone)
@@ -520,7 +499,8 @@ def report(
         f"| alone: {alone:,.0f} rows/s; target >= {TARGET_INGEST_SHARE:.0%} |"
     )
     print(
-        f"| janitor under load | archive {work.rows / work.archive_seconds:,.0f} rows/s, "
+        f"| janitor under load (RETENTION_PAUSE_RATIO {pause_ratio}; quiet: 0) "
+        f"| archive {work.rows / work.archive_seconds:,.0f} rows/s, "
         f"delete {work.deleted / work.delete_seconds:,.0f} rows/s | quiet: as above |"
     )
 

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
 
@@ -440,16 +440,26 @@ async def physical_size(conn: AsyncConnection[Any]) -> PhysicalSize:
     return PhysicalSize(int(row[0]), int(row[1]))
 
 
-async def tenant_quota_bytes(
+@dataclass(frozen=True, slots=True)
+class Quota:
+    bytes: int
+    # "tenant": the tenant's own max_size_gb; "all_tenants": LOG_MAX_SIZE_GB, one limit
+    # that all tenants share (the janitor enforces it over their sum).
+    scope: Literal["tenant", "all_tenants"]
+
+
+async def tenant_quota(
     conn: AsyncConnection[Any], tenant_id: uuid.UUID, default_gb: float
-) -> int:
-    """The tenant's storage quota: its retention policy's max_size_gb when set, else
-    LOG_MAX_SIZE_GB. The one place a per-tenant override is read (extend it here)."""
+) -> Quota:
+    """The size limit that holds the tenant: its retention policy's max_size_gb when set,
+    else LOG_MAX_SIZE_GB (shared with every tenant). The one place a per-tenant override
+    is read (extend it here)."""
     cur = await conn.execute(
         "SELECT max_size_gb FROM log_retention_policies WHERE tenant_id = %s",
         (tenant_id,),
         prepare=False,
     )
     row = await cur.fetchone()
-    gb = float(row[0]) if row and row[0] is not None else default_gb
-    return int(gb * 1024**3)
+    if row and row[0] is not None:
+        return Quota(int(float(row[0]) * 1024**3), "tenant")
+    return Quota(int(default_gb * 1024**3), "all_tenants")

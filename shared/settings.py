@@ -148,6 +148,10 @@ class Settings:
     # under ARCHIVE_ROOT what a policy with archive_enabled removes.
     retention_interval_seconds: int = _env("RETENTION_INTERVAL", 300, _int(1, 86_400))
     retention_delete_batch: int = _env("RETENTION_DELETE_BATCH", 5_000, _int(100, 1_000_000))
+    # After each delete batch or archive piece the janitor rests this many times as long
+    # as the step took, leaving the cores to ingest (services/janitor/pacing.py); 0: no
+    # rest (a backlog of deletes goes fastest, ingest slows by about a quarter meanwhile).
+    retention_pause_ratio: float = _env("RETENTION_PAUSE_RATIO", 0.5, _float(0.0, 10.0))
     archive_root: str = _env("ARCHIVE_ROOT", "archive")
     # How often the janitor adds settled minutes to the hourly and daily rollups
     # (shared/compaction.py); until then queries read those minutes from log_counts.

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from services.janitor.__main__ import run_once
 from services.janitor.lock import LOCK_KEY
+from services.janitor.pacing import Pace
 from services.janitor.removal import rows_statement
 from services.janitor.retention import retention_once
 from services.writer.consumer import Delivery
@@ -176,7 +177,13 @@ class FakeArchive:
         self.fail_for = fail_for or set()
 
     def __call__(
-        self, conn: psycopg.Connection, root: Path, path: str, tenant: uuid.UUID, day: date
+        self,
+        conn: psycopg.Connection,
+        root: Path,
+        path: str,
+        tenant: uuid.UUID,
+        day: date,
+        pace: Pace,
     ) -> Any:
         if tenant in self.fail_for:
             raise OSError("disk full")

@@ -331,6 +331,8 @@ async def test_storage_reports_the_tenants_rows_bytes_and_quota(client, writer, 
     assert (body["rows"], body["bytes"]) == (rows, size) == (300, size)
     assert body["quota_bytes"] == 50 * 1024**3
     assert body["quota_used"] == pytest.approx(size / (50 * 1024**3), rel=1e-3)
+    # Without a policy's max_size_gb, LOG_MAX_SIZE_GB holds all tenants together.
+    assert body["quota_scope"] == "all_tenants"
     assert "all_tenants" not in body or body["all_tenants"] is None
     db.execute(
         "INSERT INTO log_retention_policies (id, tenant_id, retention_days, max_size_gb) "
@@ -340,7 +342,10 @@ async def test_storage_reports_the_tenants_rows_bytes_and_quota(client, writer, 
     response = await client.get(
         "/api/v1/logs/storage", headers={**tenant_headers(), "Cache-Control": "no-cache"}
     )
-    assert response.json()["quota_bytes"] == 2 * 1024**3
+    assert (response.json()["quota_bytes"], response.json()["quota_scope"]) == (
+        2 * 1024**3,
+        "tenant",
+    )
 
 
 async def test_storage_for_all_tenants_sums_every_tenant_and_the_disk(

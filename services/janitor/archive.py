@@ -52,6 +52,7 @@ from services.janitor.archive_format import (
     verified_manifest,
 )
 from services.janitor.archive_source import day_ids, day_rows
+from services.janitor.pacing import UNPACED, Pace
 
 log = logging.getLogger("janitor.archive")
 
@@ -93,10 +94,12 @@ def archive_tenant_day(
     archive_path: str,
     tenant_id: uuid.UUID,
     day: date,
+    pace: Pace = UNPACED,
 ) -> ArchiveResult:
     """Archive the tenant's rows of the UTC `day`; returns once file and manifest are
     durable. Raises ValidationFailed for an archive_path that could leave `root`, and
-    ArchiveError for an existing file that cannot be read (never overwritten then)."""
+    ArchiveError for an existing file that cannot be read (never overwritten then).
+    `pace` rests after each piece of rows read (services/janitor/pacing.py)."""
     files = ArchiveFiles.of(root, archive_path, tenant_id, day)
     _make_directory(files.directory)
     # Left by a run that died before its rename: never part of an archive.
@@ -114,7 +117,7 @@ def archive_tenant_day(
         return _result(files, manifest)
     # Closed whatever happens: left suspended, the COPY would hold the connection.
     with contextlib.closing(day_rows(conn, tenant_id, day)) as fresh:
-        rows: Iterator[pa.Table] = fresh
+        rows: Iterator[pa.Table] = pace.over(fresh)
         if archived is not None:
             rows = _merged(_file_tables(files.parquet), _without(fresh, archived))
         written = _write_parquet(files, rows)

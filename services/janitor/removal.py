@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from services.janitor import failpoint
+from services.janitor.pacing import UNPACED, Pace
 from services.janitor.partitions import partition_holding
 
 log = logging.getLogger(__name__)
@@ -120,10 +121,12 @@ def delete_tenant_day(
     day: date,
     batch: int,
     keep_going: Callable[[], bool] = lambda: True,
+    pace: Pace = UNPACED,
 ) -> Deleted:
     """Delete the tenant's rows dated `day` (UTC) and their rollup cells. `conn` must be in
     autocommit mode (each batch commits on its own). `keep_going` is asked before every
-    batch: stopped early, what is left is removed by the next call."""
+    batch: stopped early, what is left is removed by the next call. `pace` rests after
+    each batch (services/janitor/pacing.py)."""
     start = day_start(day)
     end = start + DAY
     lo, counted_to = start, start
@@ -152,6 +155,7 @@ def delete_tenant_day(
         failpoint.reached("retention_after_delete_batch")
         if done:
             break
+        pace.rest()
         # Rows at exactly `newest` may remain: >=, and the next batch walks no dead entries.
         lo = newest
     # The rest of the day's cells: none, unless the rollups disagreed with the rows.

@@ -40,6 +40,7 @@ import psycopg
 
 from services.janitor.archive import ArchiveResult, archive_tenant_day
 from services.janitor.lock import janitor_lock
+from services.janitor.pacing import Pace
 from services.janitor.partitions import (
     Partition,
     detach_and_drop,
@@ -72,7 +73,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("janitor.retention")
 
-Archiver = Callable[[psycopg.Connection, pathlib.Path, str, uuid.UUID, date], ArchiveResult]
+Archiver = Callable[[psycopg.Connection, pathlib.Path, str, uuid.UUID, date, Pace], ArchiveResult]
 KeepGoing = Callable[[], bool]
 
 # Before any row: the lower bound of "everything older than the cutoff".
@@ -107,6 +108,7 @@ class RetentionRun:
         self.today = now.astimezone(UTC).date()
         self.archiver = archiver
         self.keep_going = keep_going
+        self.pace = Pace(settings.retention_pause_ratio)
         self.policies: Policies = load_policies(conn, settings)
         self.tenants = tenants_with_logs(conn)
         self.record = record
@@ -244,7 +246,12 @@ class RetentionRun:
             archived = True
         try:
             deleted = delete_tenant_day(
-                self.conn, tenant, day, self.settings.retention_delete_batch, self.keep_going
+                self.conn,
+                tenant,
+                day,
+                self.settings.retention_delete_batch,
+                self.keep_going,
+                self.pace,
             )
         except psycopg.Error as exc:
             if self.conn.broken:
@@ -266,7 +273,7 @@ class RetentionRun:
             path = check_archive_path(policy.archive_path, archive_enabled=True)
             assert path is not None
             result = self.archiver(
-                self.conn, pathlib.Path(self.settings.archive_root), path, tenant, day
+                self.conn, pathlib.Path(self.settings.archive_root), path, tenant, day, self.pace
             )
             # Rows written to the day while it was archived would be deleted unarchived.
             present = count_rows(self.conn, tenant, day)

@@ -92,12 +92,15 @@ class AllTenantsOut(msgspec.Struct):
 class StorageOut(msgspec.Struct):
     """The caller's tenant: rows stored and their size (text, JSON and fixed columns, as
     the writer counts it; on disk with indexes it is more, see `all_tenants`), against
-    its quota (its retention policy's max_size_gb, else LOG_MAX_SIZE_GB).
-    `all_tenants` only for an admin caller that asks (`?all_tenants=true`)."""
+    its quota: its retention policy's max_size_gb (`quota_scope` "tenant"), else
+    LOG_MAX_SIZE_GB, one limit for all tenants together ("all_tenants"; `quota_used` is
+    then this tenant's share of it). `all_tenants` only for an admin caller that asks
+    (`?all_tenants=true`)."""
 
     tenant_id: uuid.UUID
     rows: int
     bytes: int
     quota_bytes: int
     quota_used: float
+    quota_scope: Literal["tenant", "all_tenants"]
     all_tenants: AllTenantsOut | None = None

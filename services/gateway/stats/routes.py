@@ -104,6 +104,7 @@ _STORAGE_EXAMPLE = {
     "bytes": 684000,
     "quota_bytes": 53687091200,
     "quota_used": 1.3e-05,
+    "quota_scope": "all_tenants",
 }
 
 

@@ -14,7 +14,7 @@ async def compute_storage(
 ) -> StorageOut:
     async with guard.read(tenant_id) as conn:
         usage = await rollups.tenant_usage(conn, tenant_id)
-        quota = await rollups.tenant_quota_bytes(conn, tenant_id, default_quota_gb)
+        quota = await rollups.tenant_quota(conn, tenant_id, default_quota_gb)
     everyone = None
     if all_tenants:
         # Crosses tenants on purpose (admin only): outside the tenant-scoped transaction,
@@ -37,7 +37,8 @@ async def compute_storage(
         tenant_id=tenant_id,
         rows=usage.rows,
         bytes=usage.bytes,
-        quota_bytes=quota,
-        quota_used=usage.bytes / quota if quota else 0.0,
+        quota_bytes=quota.bytes,
+        quota_used=usage.bytes / quota.bytes if quota.bytes else 0.0,
+        quota_scope=quota.scope,
         all_tenants=everyone,
     )
