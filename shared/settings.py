@@ -151,7 +151,7 @@ class Settings:
     # After each delete batch or archive piece the janitor rests this many times as long
     # as the step took, leaving the cores to ingest (services/janitor/pacing.py); 0: no
     # rest (a backlog of deletes goes fastest, ingest slows by about a quarter meanwhile).
-    retention_pause_ratio: float = _env("RETENTION_PAUSE_RATIO", 0.5, _float(0.0, 10.0))
+    retention_pause_ratio: float = _env("RETENTION_PAUSE_RATIO", 2.0, _float(0.0, 10.0))
     archive_root: str = _env("ARCHIVE_ROOT", "archive")
     # How often the janitor adds settled minutes to the hourly and daily rollups
     # (shared/compaction.py); until then queries read those minutes from log_counts.

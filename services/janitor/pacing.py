@@ -4,7 +4,7 @@ Deleting a tenant-day or archiving it is a long string of short steps (a delete 
 row group of the archive). Run back to back, they keep a PostgreSQL backend and the
 janitor busy for their whole length, and ingest, sharing the cores, slows by a quarter
 (`make bench-retention`). After each step the janitor rests RETENTION_PAUSE_RATIO times
-as long as the step took: at 0.5 it works two thirds of the time, and its share of the
+as long as the step took: at 2.0 it works a third of the time, and its share of the
 machine follows the load it meets (a step that waits behind ingest takes longer, so the
 rest after it does too). Nothing is held during a rest: every delete batch has
 committed, and an archive's COPY only waits, its rows already read, to be sent on.
