@@ -18,6 +18,10 @@ repetition with parameters drawn from the data, tenants taken in turn:
 Prints p50/p95/max in milliseconds per shape beside its target, and bytes per row. A
 shape whose endpoint answers 404/405 (not built yet) is reported as skipped. Figures,
 not asserts.
+
+With `VICTORIALOGS_BIN` set to a VictoriaLogs binary (README "Benchmarks"), the same rows
+are loaded into it (once, kept) and every shape is asked of it too, in LogsQL, over HTTP,
+in the same run (bench/victorialogs.py).
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ import httpx
 import psycopg
 from psycopg import AsyncConnection
 
+from bench import victorialogs
 from bench.load import Loaded, add_arguments, from_arguments
+from bench.victorialogs import Question
 from shared import rollups
 from shared.filters import LogFilter, compile_filter
 
@@ -92,6 +98,8 @@ class Call:
     # For the counting shapes: the API's own rollup reads (shared/rollups.py), called
     # directly on one connection, without HTTP, the query guard or JSON.
     direct: Callable[[AsyncConnection[Any]], Awaitable[object]] | None = None
+    # The same question for VictoriaLogs (bench/victorialogs.py), when it is compared.
+    question: Question | None = None
 
 
 @dataclass
@@ -103,6 +111,7 @@ class Result:
     cache_hits: int = 0
     sql: list[float] = field(default_factory=list)
     direct: list[float] = field(default_factory=list)
+    victorialogs: list[float] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     skipped: str = ""
 
@@ -226,6 +235,10 @@ _SEARCH = (
     'AND "timestamp" < %s AND (message COLLATE "C") ILIKE %s '
     'ORDER BY "timestamp" DESC, id DESC LIMIT 100'
 )
+_SEARCH_COUNT = (
+    'SELECT count(*) FROM log_entries WHERE tenant_id = %s AND "timestamp" >= %s '
+    'AND "timestamp" < %s AND (message COLLATE "C") ILIKE %s'
+)
 _HISTOGRAM = (
     "SELECT date_bin('1 minute', \"timestamp\", TIMESTAMPTZ '2000-01-01Z'), level, count(*) "
     'FROM log_entries WHERE tenant_id = %s AND "timestamp" >= %s AND "timestamp" < %s '
@@ -284,51 +297,68 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Ca
     day = (end - timedelta(days=1), end)
     week = (end - timedelta(days=7), end)
 
+    def question(s: Sample, span: tuple[datetime, datetime], term: str = "") -> Question:
+        return Question(s.tenant_id, s.service_name, *span, s.trace_id, s.request_id, term)
+
     def latest(s: Sample) -> Call:
         return Call("GET", "/api/v1/logs", s.tenant_id,
                     {"page_size": "100", "start_time": iso(day[0]), "end_time": iso(day[1])},
-                    sql=_LATEST, sql_params=(s.tenant_id, *day))  # fmt: skip
+                    sql=_LATEST, sql_params=(s.tenant_id, *day),
+                    question=question(s, day))  # fmt: skip
 
     def service_warn(s: Sample) -> Call:
         hour = (s.timestamp - timedelta(minutes=30), s.timestamp + timedelta(minutes=30))
         return Call("GET", "/api/v1/logs", s.tenant_id,
                     {"service_name": s.service_name, "min_level": "WARN",
                      "start_time": iso(hour[0]), "end_time": iso(hour[1]), "page_size": "100"},
-                    sql=_SERVICE_WARN, sql_params=(s.tenant_id, s.service_name, *hour))  # fmt: skip
+                    sql=_SERVICE_WARN, sql_params=(s.tenant_id, s.service_name, *hour),
+                    question=question(s, hour))  # fmt: skip
 
     def trace(s: Sample) -> Call:
         return Call("GET", f"/api/v1/logs/trace/{s.trace_id}", s.tenant_id,
-                    sql=_TRACE, sql_params=(s.tenant_id, s.trace_id))  # fmt: skip
+                    sql=_TRACE, sql_params=(s.tenant_id, s.trace_id),
+                    question=question(s, week))  # fmt: skip
 
     def request(s: Sample) -> Call:
         return Call("GET", f"/api/v1/logs/request/{s.request_id}", s.tenant_id,
-                    sql=_REQUEST, sql_params=(s.tenant_id, s.request_id))  # fmt: skip
+                    sql=_REQUEST, sql_params=(s.tenant_id, s.request_id),
+                    question=question(s, week))  # fmt: skip
 
     def word(s: Sample) -> Call:
         return Call("GET", "/api/v1/logs", s.tenant_id,
                     {"search": s.word(), "start_time": iso(day[0]), "end_time": iso(day[1]),
                      "page_size": "100"},
-                    sql=_SEARCH, sql_params=(s.tenant_id, *day, like(s.word())))  # fmt: skip
+                    sql=_SEARCH, sql_params=(s.tenant_id, *day, like(s.word())),
+                    question=question(s, day, s.word()))  # fmt: skip
+
+    def word_count(s: Sample) -> Call:
+        return Call("GET", "/api/v1/logs/stats", s.tenant_id,
+                    {"search": s.word(), "start_time": iso(week[0]), "end_time": iso(week[1])},
+                    sql=_SEARCH_COUNT, sql_params=(s.tenant_id, *week, like(s.word())),
+                    question=question(s, week, s.word()))  # fmt: skip
 
     def phrase(s: Sample) -> Call:
         return Call("GET", "/api/v1/logs", s.tenant_id,
                     {"search": s.phrase(), "start_time": iso(day[0]), "end_time": iso(day[1]),
                      "page_size": "100"},
-                    sql=_SEARCH, sql_params=(s.tenant_id, *day, like(s.phrase())))  # fmt: skip
+                    sql=_SEARCH, sql_params=(s.tenant_id, *day, like(s.phrase())),
+                    question=question(s, day, s.phrase()))  # fmt: skip
 
     def histogram(s: Sample) -> Call:
         f = LogFilter(start_time=iso(day[0]), end_time=iso(day[1]))
         return Call("POST", "/api/v1/logs/aggregate", s.tenant_id,
                     body={"interval": "1m", "start_time": iso(day[0]), "end_time": iso(day[1])},
                     sql=_HISTOGRAM, sql_params=(s.tenant_id, *day),
-                    direct=lambda c: rollup_histogram(c, s.tenant_id, f, MINUTE))  # fmt: skip
+                    direct=lambda c: rollup_histogram(c, s.tenant_id, f, MINUTE),
+                    question=question(s, day))  # fmt: skip
 
     def stats(s: Sample) -> Call:
         f = LogFilter(start_time=iso(week[0]), end_time=iso(week[1]))
         return Call("GET", "/api/v1/logs/stats", s.tenant_id,
                     {"start_time": iso(week[0]), "end_time": iso(week[1])},
                     sql=_STATS, sql_params=(s.tenant_id, *week),
-                    direct=lambda c: rollup_stats(c, s.tenant_id, f))  # fmt: skip
+                    direct=lambda c: rollup_stats(c, s.tenant_id, f),
+                    question=question(s, week))  # fmt: skip
 
     return {
         "latest 100 of a tenant (24 h)": (20, latest),
@@ -337,6 +367,7 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Ca
         "request lookup": (10, request),
         "word search, 24 h": (300, word),
         "phrase search, 24 h": (300, phrase),
+        "word count, 7 days": (150, word_count),
         "1-minute aggregate, 24 h": (50, histogram),
         "stats, 7 days": (50, stats),
     }
@@ -398,6 +429,44 @@ def measure_baselines(results: list[Result], conninfo: str) -> None:
         for r in results:
             for call in r.calls if not r.skipped else []:
                 r.sql.append(run_sql(conn, call))
+
+
+def measure_victorialogs(results: list[Result], loaded: Loaded, client: httpx.Client) -> str:
+    """Every shape's questions asked of VictoriaLogs on the same rows, when
+    VICTORIALOGS_BIN is set; returns what to print about it ("" when not compared)."""
+    path = victorialogs.binary()
+    if path is None:
+        return ""
+    key = f"{loaded.settings.postgres_db}-{loaded.end:%Y%m%d%H%M}"
+    asks = victorialogs.queries()
+    notes = []
+    with victorialogs.running(path, key) as server, httpx.Client(timeout=120) as vl:
+        print("loading the same rows into VictoriaLogs (once per load) ...", flush=True)
+        rows, seconds = victorialogs.load_same_rows(server, loaded.settings.postgres_conninfo())
+        if rows:
+            notes.append(f"loaded {rows:,} rows into it in {seconds:.0f} s")
+        for r in results:
+            ask = asks.get(r.shape)
+            if r.skipped or ask is None:
+                continue
+            print(f"timing {r.shape} on VictoriaLogs ...", flush=True)
+            for call in r.calls:
+                assert call.question is not None
+                started = time.perf_counter()
+                server.query(ask(call.question), vl)
+                r.victorialogs.append((time.perf_counter() - started) * 1000)
+            first = r.calls[0].question
+            if r.shape.startswith("word count") and first is not None:
+                # Word filter there, substring match here: the counts show how near.
+                ours = send(client, r.calls[0], fresh=True)[1].json()["total_count"]
+                theirs = server.query(ask(first), vl)
+                notes.append(
+                    f"word count of {first.term!r}: ours {ours:,}, "
+                    f"VictoriaLogs {int(str(theirs[0]['n'])) if theirs else 0:,}"
+                )
+        disk = sum(f.stat().st_size for f in server.data.rglob("*") if f.is_file())
+        notes.append(f"its data directory: {disk / max(loaded.spec.rows, 1):.1f} B/log")
+    return "VictoriaLogs " + Path(path).name + ": " + "; ".join(notes)
 
 
 def cursor_calls(
@@ -465,7 +534,11 @@ def fmt(values: list[float]) -> str:
 
 
 def report(
-    results: list[Result], loaded: Loaded, reps: int, size_rows: list[tuple[str, int, int]]
+    results: list[Result],
+    loaded: Loaded,
+    reps: int,
+    size_rows: list[tuple[str, int, int]],
+    compared: str,
 ) -> None:
     print()
     print(f"{loaded.spec.rows:,} rows, {loaded.spec.tenants} tenants, {loaded.spec.days:g} days "
@@ -475,6 +548,7 @@ def report(
     header = (
         f"{'shape':34} {'target':>7}  {'API cold':^23}  {'API cached':^23} {'hits':>5}  "
         f"{'SQL baseline':^23}  {'rollup reads, direct':^23}"
+        + (f"  {'VictoriaLogs':^23} {'VL/ours':>7}" if compared else "")
     )
     print(header)
     print("-" * len(header))
@@ -484,9 +558,15 @@ def report(
             print(f"{r.shape:34} {target:>7}  skipped: {r.skipped}")
             continue
         timings = (
-            f"{fmt(r.cold)}  {fmt(r.cached)} {r.cache_hits:>5}  {fmt(r.sql):23}  {fmt(r.direct)}"
+            f"{fmt(r.cold)}  {fmt(r.cached)} {r.cache_hits:>5}  {fmt(r.sql):23}  {fmt(r.direct):23}"
         )
+        if r.victorialogs:
+            # Above 1: VictoriaLogs takes longer than our cold API answer (p50s).
+            ratio = statistics.median(r.victorialogs) / statistics.median(r.cold)
+            timings += f"  {fmt(r.victorialogs)} {ratio:6.1f}x"
         print(f"{r.shape:34} {target:>7}  {timings}")
+    if compared:
+        print(compared)
     print()
     for name, size, rows in size_rows:
         per = f"{size / rows:8.1f} B/row" if rows else ""
@@ -524,7 +604,8 @@ def main() -> None:
                 results.append(Result(name, 20, skipped=why))
             print("timing the SQL baselines ...", flush=True)
             measure_baselines(results, loaded.settings.postgres_conninfo())
-            report(results, loaded, args.reps, sizes(conn, loaded.spec.rows))
+            compared = measure_victorialogs(results, loaded, client)
+            report(results, loaded, args.reps, sizes(conn, loaded.spec.rows), compared)
     finally:
         gateway.close()
 
