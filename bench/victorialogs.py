@@ -10,13 +10,16 @@ lines to `/insert/jsonline`, with the tenant and service as stream fields: the s
 ids, times, levels, messages and metadata. Each question of bench/query.py is asked in
 LogsQL as the nearest equivalent (`queries`); a word search is VictoriaLogs' word filter
 `i("word")`, where ours is a case-insensitive substring match, so the counting shape
-prints both counts for the reader to compare.
+prints both counts for the reader to compare. bench/ingest.py sends it the same batches
+(`ingest_rate`), as JSON lines, from as many concurrent clients as it uses for us.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,3 +232,44 @@ def queries() -> dict[str, Callable[[Question], str]]:
         "1-minute aggregate, 24 h": histogram,
         "stats, 7 days": stats,
     }
+
+
+def _jsonlines(tenant: uuid.UUID, body: bytes) -> list[bytes]:
+    """A batch body of bench/ingest.py as VictoriaLogs JSON lines, one per entry."""
+    entries = msgspec.json.decode(body)["entries"]
+    return [msgspec.json.encode({**entry, "tenant_id": str(tenant)}) for entry in entries]
+
+
+async def ingest_rate(
+    path: str, bodies: list[tuple[uuid.UUID, bytes]], batch: int, clients: int
+) -> float:
+    """Rows per second a fresh VictoriaLogs takes the same entries at, in requests of
+    `batch` lines from `clients` concurrent senders, until they are flushed (searchable)."""
+    lines = [line for tenant, body in bodies for line in _jsonlines(tenant, body)]
+    requests = [b"\n".join(lines[i : i + batch]) + b"\n" for i in range(0, len(lines), batch)]
+    params = {
+        "_msg_field": "message",
+        "_time_field": "timestamp",
+        "_stream_fields": "tenant_id,service_name",
+    }
+    headers = {"Content-Type": "application/stream+json"}
+    key = f"ingest-{os.getpid()}-{batch}"
+    with running(path, key) as server:
+        try:
+            queue = iter(requests)
+            async with httpx.AsyncClient(timeout=120) as http:
+
+                async def sender() -> None:
+                    for content in queue:
+                        response = await http.post(
+                            f"{server.base}/insert/jsonline", params=params, content=content,
+                            headers=headers,
+                        )  # fmt: skip
+                        response.raise_for_status()
+
+                started = time.perf_counter()
+                await asyncio.gather(*(sender() for _ in range(clients)))
+                (await http.get(f"{server.base}/internal/force_flush")).raise_for_status()
+                return len(lines) / (time.perf_counter() - started)
+        finally:
+            shutil.rmtree(server.data, ignore_errors=True)
