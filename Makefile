@@ -5,12 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate restore test lint format bench bench-ingest bench-query bench-tail bench-alerts bench-retention dev-up docker-build clean
+.PHONY: install run migrate restore test lint format bench bench-ingest bench-query bench-tail bench-alerts bench-retention bench-protocols bench-tracing bench-loki dev-up docker-build clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./clients/python  # the Python client, for its tests
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,7 +44,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark; figures are printed beside baselines measured in the same run
-bench: bench-ingest bench-query bench-tail bench-alerts bench-retention
+bench: bench-ingest bench-query bench-tail bench-alerts bench-retention bench-protocols bench-tracing
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
@@ -60,10 +61,23 @@ bench-alerts: $(STAMP)
 bench-retention: $(STAMP)
 	$(BIN)/python -m bench.retention
 
+## bench-loki: Grafana's Loki calls through /loki/api/v1 beside the same REST questions
+bench-loki: $(STAMP)
+	$(BIN)/python -m bench.loki
+
+## bench-protocols: OTLP (and the other ingest protocols) against /api/v1/logs/batch
+bench-protocols: $(STAMP)
+	$(BIN)/python -m bench.protocols
+
+## bench-tracing: the ingest benchmark with tracing off and on (OTLP to a local sink)
+bench-tracing: $(STAMP)
+	$(BIN)/python -m bench.tracing
+
 ## dev-up: make sure the local PostgreSQL and Redis are running
 dev-up:
 	./scripts/dev-up.sh
 
+## docker-build: the one image (docker/Dockerfile) both compose files run; README, "Deploy"
 docker-build:
 	docker build -f docker/Dockerfile -t minisource-log:latest .
 

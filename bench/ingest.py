@@ -8,7 +8,9 @@ stops when every row is committed, checked by count. The baseline is raw COPY of
 same rows into the same schema (a fresh database) from one process. Then, at half the
 best rate, every batch's accepted→committed lag is measured: each request has its own
 tenant, so the writer's inbox row (visible at COMMIT) tells when its batch was stored.
-Figures, not asserts. Databases and keys made here are dropped afterwards.
+Figures, not asserts. Databases and keys made here are dropped afterwards. With
+VICTORIALOGS_BIN set, the same entries go into a fresh VictoriaLogs too, in batches of
+1,000 and of 100 (bench/victorialogs.py).
 
     .venv/bin/python -m bench.ingest [--rows 300000] [--clients 4] [--spread-seconds 30]
 """
@@ -36,6 +38,7 @@ import psycopg
 from psycopg import sql
 from redis import Redis
 
+from bench import victorialogs
 from services.gateway.ingest.ids import uuid7
 from shared.migrate import migrate
 from shared.model import Level
@@ -223,20 +226,28 @@ def cpu_used(
 
 
 @contextlib.contextmanager
-def pipeline(settings: Settings, variant: Variant, logs: Path) -> Iterator[Running]:
-    """Gateway and writer subprocesses, yielded once the gateways are ready."""
+def pipeline(
+    settings: Settings, variant: Variant, logs: Path, env: dict[str, str] | None = None
+) -> Iterator[Running]:
+    """Gateway and writer subprocesses, yielded once the gateways are ready; `env` adds
+    variables to every process's environment (bench/tracing.py: the OTEL_* ones)."""
+    extra = env or {}
     ports = [free_port() for _ in range(variant.gateways)]
     config = replace(settings, writer_batch_rows=variant.batch_rows)
     services = [
-        Service("services.writer", service_env(replace(config, writer_name=f"bench-w{i}")), logs)
+        Service(
+            "services.writer",
+            service_env(replace(config, writer_name=f"bench-w{i}"), **extra),
+            logs,
+        )
         for i in range(variant.writers)
     ]
     services += [
-        Service("services.gateway", service_env(replace(config, server_port=p)), logs)
+        Service("services.gateway", service_env(replace(config, server_port=p), **extra), logs)
         for p in ports
     ]
     # The janitor compacts the rollups while the rows arrive, as in production.
-    services.append(Service("services.janitor", service_env(config), logs))
+    services.append(Service("services.janitor", service_env(config, **extra), logs))
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url in urls:
@@ -441,7 +452,19 @@ def main() -> None:
         f"{len(lags)} batches: p50 {percentile(lags, 50) * 1000:.0f} ms, "
         f"p99 {percentile(lags, 99) * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms"
     )
+    compare_victorialogs(workload, args.clients)
     print(f"(service logs in {logs})")
+
+
+def compare_victorialogs(workload: Workload, clients: int) -> None:
+    """The same entries into VictoriaLogs, when VICTORIALOGS_BIN is set (README,
+    "Benchmarks"): batches of 1,000 as ours, and of 100."""
+    path = victorialogs.binary()
+    if path is None:
+        return
+    for batch in (BATCH, 100):
+        rate = asyncio.run(victorialogs.ingest_rate(path, workload.bodies, batch, clients))
+        print(f"VictoriaLogs, same rows, batches of {batch:,}: {rate:,.0f} rows/s", flush=True)
 
 
 if __name__ == "__main__":

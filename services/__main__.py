@@ -145,6 +145,11 @@ async def run(settings: Settings) -> int:
     for i in range(settings.writer_processes):
         name = settings.writer_name or f"writer-{host}"
         env = {**base, "WRITER_NAME": f"{name}-{i + 1}"}
+        if settings.metrics_port:
+            # Writers on one host each need their own metrics port: writer n serves on
+            # METRICS_PORT + 3 + (n - 1), past the evaluator's and janitor's (README,
+            # "Metrics").
+            env["METRICS_PORT"] = str(settings.metrics_port + i)
         children.append(Child(f"writer-{i + 1}", "services.writer", env))
     children.append(Child("evaluator", "services.evaluator", base))
     children.append(Child("janitor", "services.janitor", base))

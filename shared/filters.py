@@ -80,6 +80,9 @@ class CompiledFilter:
     host: str | None = None
     source: str | None = None
     metadata: tuple[tuple[str, MetadataValue], ...] = ()
+    # Substrings the message must NOT contain (ASCII case ignored, as search_terms): no
+    # REST parameter sets them; LogQL's `!= "text"` line filter does (gateway/loki).
+    exclude_terms: tuple[str, ...] = ()
 
     @property
     def uses_only_rollup_dimensions(self) -> bool:
@@ -87,6 +90,7 @@ class CompiledFilter:
         no search, ids, host, source or metadata terms. Time is then minute-aligned."""
         return not (
             self.search_terms
+            or self.exclude_terms
             or self.trace_id
             or self.span_id
             or self.user_id
@@ -308,6 +312,8 @@ def where_sql(tenant_id: uuid.UUID, f: CompiledFilter, *, alias: str = "") -> Sq
             add("{} = %s", name, value)
     for term in f.search_terms:
         add('({} COLLATE "C") ILIKE %s', "message", _like_pattern(term))
+    for term in f.exclude_terms:
+        add('({} COLLATE "C") NOT ILIKE %s', "message", _like_pattern(term))
     if f.metadata:
         add("{} @> %s::jsonb", "metadata", msgspec.json.encode(dict(f.metadata)).decode())
     return SqlWhere(sql.SQL(" AND ").join(parts), params)
@@ -344,6 +350,10 @@ def matches(tenant_id: uuid.UUID, f: CompiledFilter, entry_tenant: uuid.UUID,
     if f.search_terms:
         message = fold_case(entry["message"])
         if not all(fold_case(term) in message for term in f.search_terms):
+            return False
+    if f.exclude_terms:
+        message = fold_case(entry["message"])
+        if any(fold_case(term) in message for term in f.exclude_terms):
             return False
     if f.metadata:
         metadata = entry.get("metadata") or {}

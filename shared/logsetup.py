@@ -2,7 +2,8 @@
 
 A record may carry structured fields as `extra={"fields": {...}}`: they become keys of
 its line beside the message (the gateway's access log does), never replacing the five
-every line has.
+every line has. A line logged inside a recorded span (tracing on, shared/tracing.py) also
+has `trace_id` and `span_id`, as the trace shows them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from shared.settings import Settings, SettingsError
+from shared.tracing import configure_tracing, log_ids
 
 FIELDS = "fields"
 
@@ -31,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ids = log_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         fields = getattr(record, FIELDS, None)
         if isinstance(fields, dict):
             for key, value in fields.items():
@@ -50,10 +55,12 @@ def configure_logging(settings: Settings, process: str) -> None:
 
 def start_process(process: str) -> Settings:
     """How every process starts: its settings from the environment (an invalid one ends
-    the process with the message naming the variable), then its JSON logging."""
+    the process with the message naming the variable), then its JSON logging, then
+    tracing when the OTEL_* variables ask for it (before any connection is opened)."""
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         sys.exit(str(exc))
     configure_logging(settings, process)
+    configure_tracing(process)
     return settings

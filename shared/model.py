@@ -111,6 +111,17 @@ class IngestMessage(msgspec.Struct, array_like=True):
     records: list[LogRecord]
 
 
+class TracedIngestMessage(IngestMessage):
+    """An IngestMessage that carries the request span's W3C trace context (tracing on), for
+    the writer's spans to link to. A subclass, not optional fields: the extra elements
+    end the msgpack array, so with tracing off a message is byte for byte what it was
+    before they existed (msgspec writes nil for an array_like default), and older
+    messages, without them, still decode as StoredMessage."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+
 # A LogRecord as the writer reads it back from the stream: the same msgpack array decoded
 # as a plain tuple, the id as its 16 bytes. The writer only hands rows on to COPY, so it
 # needs no struct or UUID object per row: decoding this way cost a third of decoding
@@ -133,11 +144,14 @@ StoredRow = tuple[
 
 
 class StoredMessage(msgspec.Struct, array_like=True):
-    """An IngestMessage as the writer decodes it (records as StoredRow)."""
+    """An IngestMessage as the writer decodes it (records as StoredRow); a
+    TracedIngestMessage fills the trace context."""
 
     tenant_id: uuid.UUID
     received_at: datetime
     records: list[StoredRow]
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def entry_size(entry: LogRecord | StoredRow) -> int:

@@ -77,6 +77,14 @@ def _eval_interval(raw: str) -> int:
     return value
 
 
+def _label_names(raw: str) -> str:
+    """A comma-separated list of label names, normalised ("service_name,app")."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if not names or not all(n.isascii() and n.replace("_", "a").isalnum() for n in names):
+        raise ValueError("must be label names separated by commas, e.g. service_name,app,job")
+    return ",".join(names)
+
+
 def _env(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
     """Declare a setting: its variable, its default and how the text is parsed."""
     return field(default=default, metadata={"env": name, "parse": parse})
@@ -227,9 +235,18 @@ class Settings:
     tail_resume_window_seconds: int = _env("TAIL_RESUME_WINDOW", 3_600, _int(1, 30 * 86_400))
     tail_write_timeout_seconds: float = _env("TAIL_WRITE_TIMEOUT", 30.0, _float(0.1, 3600))
     tail_poll_seconds: float = _env("TAIL_POLL_SECONDS", 2.0, _float(0.05, 3600))
+    # Loki push (issue 20): the stream labels that name an entry's service, first
+    # present wins (services/gateway/loki/labels.py).
+    loki_service_labels: str = _env(
+        "LOKI_SERVICE_LABELS", "service_name,service,app,job", _label_names
+    )
     log_level: str = _env("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
     # The gateway's access log: one JSON line per request (at level info).
     access_log: bool = _env("ACCESS_LOG", True, _bool)
+    # Prometheus metrics of the workers (the gateway serves /metrics on SERVER_PORT): the
+    # evaluator on METRICS_PORT+1, the janitor +2, a writer +3 (shared/metrics.py); 0
+    # starts none.
+    metrics_port: int = _env("METRICS_PORT", 9100, _int(0, 65_400))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

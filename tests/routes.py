@@ -6,12 +6,16 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+from google.rpc.status_pb2 import Status
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
 # Routes needing no caller: health probes and the OpenAPI document.
-PUBLIC_PATHS = ("/health", "/ready", "/live")
+# /ui: the web explorer's files (its data comes from /api/v1 with the user's key);
+# /metrics: Prometheus scrapes it without a key (no tenant data: README "Metrics").
+PUBLIC_PATHS = ("/health", "/ready", "/live", "/", "/ui", "/ui/{}", "/metrics")
 _PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
 _SAMPLE = {"uuid": "{uuid}", "int": "1", "str": "probe", "path": "probe"}
 
@@ -45,7 +49,14 @@ class Endpoint:
             return "admin"
         if self.template.startswith("/api/v1/alerts"):
             return "alerts"
-        if self.method == "POST" and self.template in ("/api/v1/logs", "/api/v1/logs/batch"):
+        if self.method == "POST" and self.template in (
+            "/api/v1/logs",
+            "/api/v1/logs/batch",
+            "/api/v1/logs/ndjson",
+            "/v1/logs",
+            "/api/v1/otlp/v1/logs",
+            "/loki/api/v1/push",
+        ):
             return "ingest"
         if self.template.startswith("/api/v1/logs"):
             return "query"
@@ -66,3 +77,24 @@ def endpoints(app: Litestar) -> list[Endpoint]:
 
 def needs_caller(endpoint: Endpoint) -> bool:
     return endpoint.template not in PUBLIC_PATHS
+
+
+# Routes of another protocol, whose errors have that protocol's shape (not problem JSON).
+OTLP_PATHS = ("/v1/logs", "/api/v1/otlp/v1/logs")
+
+
+def own_error_shape(endpoint: Endpoint) -> bool:
+    return endpoint.template in OTLP_PATHS or endpoint.template.startswith("/loki/")
+
+
+def error_detail(response: Any) -> str:
+    """What an error answer says, whatever its shape: problem JSON's `detail`, the
+    `message` of OTLP's google.rpc.Status (JSON or protobuf), or a plain-text answer."""
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith("application/problem+json"):
+        return str(response.json()["detail"])
+    if content_type.startswith("application/json"):
+        return str(response.json()["message"])
+    if content_type.startswith("application/x-protobuf"):
+        return str(Status.FromString(response.content).message)
+    return str(response.text)

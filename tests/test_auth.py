@@ -19,7 +19,7 @@ from services.gateway.admin.tenancy import SYSTEM_TENANT, ensure_bootstrap_key, 
 from services.gateway.app import create_app
 from shared.settings import Settings
 from tests.keyring import add_key, add_tenant, key_headers
-from tests.routes import endpoints, needs_caller
+from tests.routes import endpoints, error_detail, needs_caller
 
 ENTRY = {"service_name": "auth-test", "level": "INFO", "message": "hello"}
 
@@ -113,7 +113,7 @@ async def test_a_key_is_refused_every_route_outside_its_scopes(
             endpoint.method, endpoint.url(), json={}, headers=key_headers(key)
         )
         assert response.status_code == 403, (endpoint, response.text)
-        assert "scope" in response.json()["detail"]
+        assert "scope" in error_detail(response)
         checked.add(endpoint.scope)
     assert checked == set(refused)
 
@@ -293,7 +293,7 @@ async def test_admin_key_naming_no_tenant_on_a_tenant_data_route_is_400(
             endpoint.method, endpoint.url(), json={}, headers=key_headers(admin_key)
         )
         assert response.status_code == 400, (endpoint, response.text)
-        assert "X-Tenant-ID" in response.json()["detail"]
+        assert "X-Tenant-ID" in error_detail(response)
         checked.add(endpoint.template)
     assert {"/api/v1/logs", "/api/v1/logs/query", "/api/v1/logs/stats"} <= checked
     assert "/api/v1/logs/stream" in checked

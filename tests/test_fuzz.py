@@ -46,13 +46,46 @@ def fuzz_headers(api_settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "X-Tenant-ID": str(SYSTEM_TENANT)}
 
 
+def _otlp_status(response: Any, content_type: str) -> None:
+    """OTLP's error body: a google.rpc.Status (JSON for a JSON request)."""
+    if content_type.startswith("application/x-protobuf"):
+        return
+    if not content_type.startswith("application/json"):
+        raise AssertionError(f"{response.status_code} is {content_type!r}, not an OTLP Status")
+    status = response.json()
+    if set(status) != {"code", "message"} or not isinstance(status["code"], int):
+        raise AssertionError(f"not a google.rpc.Status: {status}")
+
+
+def _loki_text(response: Any, content_type: str) -> None:
+    """Loki's error body: the reason as plain text (http.Error)."""
+    if not content_type.startswith("text/plain") or not response.text.strip():
+        raise AssertionError(f"{response.status_code} is {content_type!r}, not Loki's text")
+
+
+# Routes of another protocol answer errors in its shape, not problem JSON.
+OWN_ERROR_SHAPES: dict[str, Any] = {
+    "/v1/logs": _otlp_status,
+    "/api/v1/otlp/v1/logs": _otlp_status,
+}
+
+
 @schemathesis.check
 def errors_are_problem_json(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every 4xx/5xx is RFC 9457 problem JSON that reveals nothing internal."""
+    """Every 4xx/5xx is RFC 9457 problem JSON that reveals nothing internal (or, on a
+    route of another protocol, that protocol's error shape)."""
     if response.status_code < 400:
         return None
     content_type = response.headers.get("content-type", [""])
     content_type = content_type[0] if isinstance(content_type, list) else content_type
+    own_shape = OWN_ERROR_SHAPES.get(case.path)
+    if case.path.startswith("/loki/"):  # Loki's API, push and read: Loki's text
+        own_shape = _loki_text
+    if own_shape is not None:
+        own_shape(response, content_type)
+        if any(s in response.text for s in _INTERNALS):
+            raise AssertionError("internals in an answer")
+        return True
     if not content_type.startswith("application/problem+json"):
         raise AssertionError(f"{response.status_code} is {content_type!r}, not problem JSON")
     problem = response.json()

@@ -174,6 +174,82 @@ async def _ingest(world: World, endpoint: Endpoint) -> None:
     _refused(response, endpoint, 422)
 
 
+async def _otlp_export(world: World, endpoint: Endpoint) -> None:
+    """No tenant travels in an OTLP record: one naming B (and B's service) is A's (B's
+    snapshot, checked at the end, is unchanged), and the answer says nothing of B."""
+    attributes = [
+        {"key": key, "value": {"stringValue": value}}
+        for key, value in (("tenant_id", str(world.b)), ("tenant.id", str(world.b)))
+    ]
+    record = {"severityNumber": 9, "body": {"stringValue": "m"}, "attributes": attributes}
+    body = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": attributes},
+                "scopeLogs": [{"logRecords": [record]}],
+            }
+        ]
+    }
+    response = await world.client.post(endpoint.url(), json=body, headers=world.headers())
+    assert response.status_code == 200, (endpoint, response.text)
+    _no_b_data(world, response, endpoint, str(world.b))
+
+
+async def _ingest_ndjson(world: World, endpoint: Endpoint) -> None:
+    """A record naming B's tenant is refused (422: the only record)."""
+    line = b'{"message": "m", "tenant_id": "%s"}\n' % str(world.b).encode()
+    headers = {**world.headers(), "Content-Type": "application/x-ndjson"}
+    response = await world.client.post(endpoint.url(), content=line, headers=headers)
+    _refused(response, endpoint, 422)
+
+
+async def _loki_push(world: World, endpoint: Endpoint) -> None:
+    """X-Scope-OrgID naming B is 403; labels naming B store A's entry (B's snapshot,
+    checked at the end, is unchanged)."""
+    now = str(int(datetime.now(UTC).timestamp() * 1e9))
+    body = {"streams": [{"stream": {"tenant_id": str(world.b)}, "values": [[now, "m"]]}]}
+    naming_b = await world.client.post(
+        endpoint.url(), json=body, headers={**world.headers(), "X-Scope-OrgID": str(world.b)}
+    )
+    _refused(naming_b, endpoint, 403)
+    response = await world.client.post(endpoint.url(), json=body, headers=world.headers())
+    assert response.status_code == 204, (endpoint, response.text)
+
+
+async def _loki_read(world: World, endpoint: Endpoint) -> None:
+    """Loki's read API: selectors naming B's service, trace or words, and metric queries
+    over every service, find nothing of B's (the tenant is the caller's); X-Scope-OrgID
+    naming B is 403."""
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    window = {
+        "start": str(int((end - timedelta(days=1)).timestamp() * 1e9)),
+        "end": str(int(end.timestamp() * 1e9)),
+    }
+    queries = [
+        '{service_name="' + B_SERVICE + '"}',
+        '{service_name=~".+"}',
+        '{service_name=~".+"} |= "secret"',
+        '{service_name=~".+"} | trace_id="trace-b"',
+        'sum by (service_name) (count_over_time({service_name=~".+"}[1h]))',
+    ]
+    for query in queries:
+        params = {"query": query, "match[]": query, "time": window["end"], **window}
+        response = await world.client.request(
+            endpoint.method,
+            endpoint.url(name="service_name"),
+            params=params,
+            headers=world.headers(),
+        )
+        _no_b_data(world, response, endpoint)
+    naming_b = await world.client.request(
+        endpoint.method,
+        endpoint.url(name="service_name"),
+        params=window,
+        headers={**world.headers(), "X-Scope-OrgID": str(world.b)},
+    )
+    _refused(naming_b, endpoint, 403)
+
+
 async def _list(world: World, endpoint: Endpoint) -> None:
     for params in ({}, {"service_name": B_SERVICE}, {"trace_id": "trace-b"}, {"search": "secret"}):
         response = await world.client.get(endpoint.url(), params=params, headers=world.headers())
@@ -291,6 +367,26 @@ async def _create_for_b(world: World, endpoint: Endpoint) -> None:
 MATRIX: dict[tuple[str, str], Probe] = {
     ("POST", "/api/v1/logs"): _ingest,
     ("POST", "/api/v1/logs/batch"): _ingest,
+    ("POST", "/v1/logs"): _otlp_export,
+    ("POST", "/api/v1/otlp/v1/logs"): _otlp_export,
+    ("POST", "/api/v1/logs/ndjson"): _ingest_ndjson,
+    ("POST", "/loki/api/v1/push"): _loki_push,
+    ("GET", "/loki/api/v1/query_range"): _loki_read,
+    ("POST", "/loki/api/v1/query_range"): _loki_read,
+    ("GET", "/loki/api/v1/query"): _loki_read,
+    ("POST", "/loki/api/v1/query"): _loki_read,
+    ("GET", "/loki/api/v1/labels"): _loki_read,
+    ("GET", "/loki/api/v1/label/{}/values"): _loki_read,
+    ("GET", "/loki/api/v1/series"): _loki_read,
+    ("POST", "/loki/api/v1/series"): _loki_read,
+    ("GET", "/loki/api/v1/index/stats"): _loki_read,
+    ("GET", "/loki/api/v1/index/volume"): _loki_read,
+    ("POST", "/loki/api/v1/index/volume"): _loki_read,
+    ("GET", "/loki/api/v1/index/volume_range"): _loki_read,
+    ("POST", "/loki/api/v1/index/volume_range"): _loki_read,
+    ("GET", "/loki/api/v1/detected_labels"): _loki_read,
+    ("GET", "/loki/api/v1/detected_fields"): _loki_read,
+    ("GET", "/loki/api/v1/status/buildinfo"): _loki_read,
     ("GET", "/api/v1/logs"): _list,
     ("POST", "/api/v1/logs/query"): _post_filter,
     ("GET", "/api/v1/logs/{}"): _by_id,

@@ -3,6 +3,7 @@ start, and the one run command (`python -m services`, what `make run` runs)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -11,9 +12,10 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -24,7 +26,7 @@ from psycopg import sql
 from services.gateway.app import create_app
 from services.writer.__main__ import configure_connection
 from services.writer.consumer import StreamConsumer
-from services.writer.loop import Writer
+from services.writer.loop import STOP_GRACE_SECONDS, Writer
 from shared.db import make_pool
 from shared.migrate import migrate, migration_files
 from shared.redis_conn import make_redis
@@ -32,6 +34,7 @@ from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from shared.supervision import EXIT_CANNOT_LISTEN
 from tests.conftest import drop_database, drop_keys, tenant_headers
+from tests.pipeline import make_batches, pending_ids, post_batch, row_count
 from tests.polling import wait_until
 from tests.private_services import PrivatePostgres
 from tests.processes import REPO, Service, free_port, service_env
@@ -390,3 +393,120 @@ async def test_run_command_prints_the_admin_key_once_and_it_works(settings, tmp_
         os.killpg(supervisor.pid, signal.SIGINT)
         assert supervisor.wait(30) == 0, supervisor.output()
         assert supervisor.output().count(KEY_LINE) == 1
+
+
+# The documented bound of a stopping gateway (README, "Graceful shutdown"): the drain,
+# then up to uvicorn's timeout_graceful_shutdown (10 s) for requests in flight; a few
+# seconds more for the process to close its pools and exit.
+GATEWAY_IN_FLIGHT_SECONDS = 10.0
+EXIT_MARGIN_SECONDS = 5.0
+LOAD_CLIENTS = 4
+
+
+@dataclass
+class _Load:
+    """What the clients learnt: the ids of every entry answered 202, and the entries of
+    requests whose outcome they never learnt (the connection broke before an answer)."""
+
+    accepted: list[uuid.UUID] = field(default_factory=list)
+    unknown_entries: int = 0
+    refused: dict[int, int] = field(default_factory=dict)
+
+
+async def _send_until_refused(
+    port: int, batches: Iterator[list[dict[str, Any]]], load: _Load, stop: asyncio.Event
+) -> None:
+    """One client posting batches back to back until the gateway stops accepting
+    connections (or the batches, or the test's patience, run out)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        for entries in batches:
+            if stop.is_set():
+                return
+            try:
+                response = await post_batch(http, entries)
+            except httpx.ConnectError:
+                return  # the drain is over: nothing accepts connections any more
+            except httpx.HTTPError:
+                load.unknown_entries += len(entries)
+                continue
+            if response.status_code == 202:
+                load.accepted.extend(uuid.UUID(i) for i in response.json()["ids"])
+            else:
+                load.refused[response.status_code] = load.refused.get(response.status_code, 0) + 1
+
+
+async def test_sigterm_to_gateway_and_writer_during_ingest_loses_no_accepted_log(
+    settings, db, tmp_path
+) -> None:
+    """`docker compose stop` during ingest: the gateway and a writer get SIGTERM together
+    while clients keep sending. /ready fails at once, every request answered 202 is kept
+    (stored by the stopping writer, or left on the stream, pending or not, for the next
+    one), both exit 0 within their bounds, and nothing is stored twice."""
+    port = free_port()
+    # A stable writer name, as a restarted container has (its hostname, pid 1): the next
+    # writer re-reads at once what the stopped one released.
+    config = replace(settings, server_port=port, shutdown_drain_seconds=1.0, writer_name="w1")
+    env = service_env(config)
+    load = _Load()
+    batches = iter(make_batches(600, 20, seed=19))
+    stop_sending = asyncio.Event()
+    with (
+        Service("services.gateway", env, tmp_path) as gateway,
+        Service("services.writer", env, tmp_path) as writer,
+    ):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            await wait_until(lambda: _answers(http, gateway, "/ready"), within=60, what="ready")
+            clients = [
+                asyncio.create_task(_send_until_refused(port, batches, load, stop_sending))
+                for _ in range(LOAD_CLIENTS)
+            ]
+            try:
+                # Under load: requests accepted and the writer storing them.
+                await wait_until(
+                    lambda: len(load.accepted) >= 2_000 and row_count(db) > 0,
+                    within=60,
+                    what="ingest under way",
+                )
+                gateway.signal(signal.SIGTERM)
+                writer.signal(signal.SIGTERM)
+                await wait_until(
+                    lambda: _status_is(http, "/ready", 503), within=2, what="/ready 503"
+                )
+                # Waited for in threads: the clients (this loop) must go on sending and
+                # reading answers while the processes stop.
+                bound = config.shutdown_drain_seconds + GATEWAY_IN_FLIGHT_SECONDS
+                writer_code, gateway_code = await asyncio.gather(
+                    asyncio.to_thread(writer.wait, STOP_GRACE_SECONDS + EXIT_MARGIN_SECONDS),
+                    asyncio.to_thread(gateway.wait, bound + EXIT_MARGIN_SECONDS),
+                )
+                assert writer_code == 0, writer.output()[-3000:]
+                assert gateway_code == 0, gateway.output()[-3000:]
+                # The clients end on their own once nothing accepts connections.
+                await asyncio.wait_for(asyncio.gather(*clients), timeout=30)
+            finally:
+                stop_sending.set()
+                for task in clients:
+                    task.cancel()
+                await asyncio.gather(*clients, return_exceptions=True)
+        for process in (gateway, writer):
+            assert "Traceback" not in process.output(), process.output()[-3000:]
+    assert set(load.refused) <= {503}, load.refused  # only backpressure, never an error
+
+    with Service("services.writer", env, tmp_path):
+        await wait_until(
+            lambda: set(load.accepted) <= _stored_ids(db) and not pending_ids(settings),
+            within=60,
+            what="every accepted entry stored by the next writer",
+        )
+    rows = [r[0] for r in db.execute("SELECT id FROM log_entries")]
+    assert len(rows) == len(set(rows)), "an entry was stored twice"
+    # Rows beyond the accepted ones can only come from requests whose answer was lost.
+    assert len(rows) - len(load.accepted) <= load.unknown_entries
+
+
+async def _status_is(http: httpx.AsyncClient, path: str, status: int) -> bool:
+    return (await http.get(path)).status_code == status
+
+
+def _stored_ids(db: psycopg.Connection) -> set[uuid.UUID]:
+    return {r[0] for r in db.execute("SELECT id FROM log_entries")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from services.evaluator.metrics import REGISTRY
 from services.evaluator.rounds import MAX_CONCURRENCY, RoundDeps
 from services.evaluator.runner import RoundRunner
 from services.evaluator.scheduler import run_scheduler
@@ -19,6 +20,7 @@ from services.evaluator.sender import run_sender
 from shared.db import make_pool
 from shared.lifecycle import stop_on_signals
 from shared.logsetup import start_process
+from shared.metrics import EVALUATOR_OFFSET, serve_worker_metrics
 from shared.migrate import migrate_when_reachable
 from shared.redis_conn import make_redis
 from shared.redis_keys import RedisKeys
@@ -65,7 +67,8 @@ def main() -> None:
     if settings.log_level != "debug":
         # arq logs every job's start and end at INFO: a line per tick, not per change.
         logging.getLogger("arq").setLevel(logging.WARNING)
-    asyncio.run(run(settings))
+    with serve_worker_metrics(settings, EVALUATOR_OFFSET, REGISTRY):
+        asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from services.evaluator import outbox
+from services.evaluator import metrics, outbox
 from services.evaluator.channels import dispatch
 from services.evaluator.channels.base import DeliveryError, Notification, Transport
 from shared.lifecycle import Backoff, sleep_or_stop
@@ -81,6 +81,8 @@ async def deliver(
         "attempt": n.attempts,
     }
     lease_ends = time.monotonic() + policy.lease_seconds
+    channel = metrics.channel_label(dispatch.channel_type(n))
+    started = time.perf_counter()
     try:
         remark = await dispatch.send(transport, n)
     except DeliveryError as exc:
@@ -91,17 +93,20 @@ async def deliver(
         log.exception("sending a notification failed unexpectedly", extra={FIELDS: fields})
         error = DeliveryError(f"internal error ({type(exc).__name__})")
     else:
+        _attempted(channel, "sent", started)
         if await _record(lambda: outbox.mark_sent(pool, n, remark), stop, lease_ends, fields):
             log.info("notification delivered", extra={FIELDS: fields})
         return
 
     if error.permanent or n.attempts >= policy.max_attempts:
+        _attempted(channel, "failed", started)
         if await _record(
             lambda: outbox.mark_failed(pool, n, error.reason), stop, lease_ends, fields
         ):
             why = "not retried" if error.permanent else f"after {n.attempts} attempts"
             log.error("notification failed (%s): %s", why, error.reason, extra={FIELDS: fields})
         return
+    _attempted(channel, "retry", started)
     delay = policy.retry_delay(n.attempts, error.retry_after)
     if await _record(
         lambda: outbox.mark_retry(pool, n, error.reason, delay), stop, lease_ends, fields
@@ -112,6 +117,11 @@ async def deliver(
             error.reason,
             extra={FIELDS: fields},
         )
+
+
+def _attempted(channel: str, outcome: str, started: float) -> None:
+    metrics.NOTIFICATIONS.labels(channel, outcome).inc()
+    metrics.NOTIFICATION_DURATION.labels(channel).observe(time.perf_counter() - started)
 
 
 async def _record(

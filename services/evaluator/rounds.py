@@ -39,6 +39,7 @@ from shared.errors import ValidationFailed
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from shared.streams import committed_watermark
+from shared.tracing import tracer
 
 log = logging.getLogger("evaluator")
 
@@ -106,7 +107,26 @@ def _is_unavailable(exc: BaseException) -> bool:
 
 async def evaluate_round(deps: RoundDeps, now: datetime) -> RoundReport:
     """Evaluate every enabled rule not yet evaluated for the tick of `now`. Raises when
-    PostgreSQL or Redis is unavailable (what was written so far stays written)."""
+    PostgreSQL or Redis is unavailable (what was written so far stays written).
+
+    Traced (README, "Tracing") as one `alert evaluation round` span, with one
+    `alert evaluation` span per rule inside it."""
+    with tracer(__name__).start_as_current_span("alert evaluation round") as span:
+        report = await _evaluate_round(deps, now)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "minisource.alert.tick": report.tick,
+                    "minisource.alert.evaluated": len(report.evaluated),
+                    "minisource.alert.changes": len(report.changes),
+                    "minisource.alert.skipped": len(report.skipped),
+                    "minisource.alert.failed": len(report.failed),
+                }
+            )
+        return report
+
+
+async def _evaluate_round(deps: RoundDeps, now: datetime) -> RoundReport:
     tick = tick_of(now, deps.settings.alert_eval_interval_seconds)
     watermark = await committed_watermark(deps.redis, deps.keys, now)
     report = RoundReport(tick, watermark)
@@ -143,19 +163,37 @@ async def _evaluate_rule(
     limit: asyncio.Semaphore,
 ) -> None:
     async with limit:
-        window = Window.ending_at(watermark, rule.window_mins)
-        try:
-            counted = await count_window(deps.pool, rule, window, deps.settings.query_timeout_ms)
-            async with deps.pool.connection() as conn:
-                outcome = await store_outcome(
-                    conn, rule, Observation(counted, watermark, now, tick), deps.public_url
-                )
-        except Exception as exc:
-            if _is_unavailable(exc):
-                raise
-            await _failed(deps, rule.id, rule.tenant_id, tick, now, _problem(deps, exc), exc)
-            report.failed.append(rule.id)
-            return
+        with tracer(__name__).start_as_current_span(
+            "alert evaluation",
+            attributes={
+                "minisource.alert_id": str(rule.id),
+                "minisource.tenant_id": str(rule.tenant_id),
+            },
+        ):
+            await _evaluate_claimed(deps, rule, tick, now, watermark, report)
+
+
+async def _evaluate_claimed(
+    deps: RoundDeps,
+    rule: AlertRule,
+    tick: int,
+    now: datetime,
+    watermark: datetime,
+    report: RoundReport,
+) -> None:
+    window = Window.ending_at(watermark, rule.window_mins)
+    try:
+        counted = await count_window(deps.pool, rule, window, deps.settings.query_timeout_ms)
+        async with deps.pool.connection() as conn:
+            outcome = await store_outcome(
+                conn, rule, Observation(counted, watermark, now, tick), deps.public_url
+            )
+    except Exception as exc:
+        if _is_unavailable(exc):
+            raise
+        await _failed(deps, rule.id, rule.tenant_id, tick, now, _problem(deps, exc), exc)
+        report.failed.append(rule.id)
+        return
     _recovered(deps, rule)
     _report(report, outcome)
 

@@ -8,12 +8,17 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from services.gateway import auth, docs, health, openapi
+from services.gateway import auth, docs, health, openapi, scrape
 from services.gateway.access_log import AccessLog
 from services.gateway.admin.routes import AdminController
 from services.gateway.alerts.routes import AlertsController
 from services.gateway.content_type import json_body_guard
+from services.gateway.http_metrics import HttpMetrics
 from services.gateway.ingest.routes import IngestController
+from services.gateway.loki.query_routes import loki_read_router
+from services.gateway.loki.routes import loki_router
+from services.gateway.ndjson.routes import ingest_ndjson
+from services.gateway.otlp.routes import export_logs
 from services.gateway.problems import (
     database_unavailable_handler,
     http_exception_handler,
@@ -27,6 +32,10 @@ from services.gateway.retention.routes import RetentionController
 from services.gateway.state import lifespan, provide_state
 from services.gateway.stats.routes import StatsController
 from services.gateway.tail.routes import StreamController
+from services.gateway.tracing import RequestSpans
+from services.gateway.ui.routes import root as ui_root
+from services.gateway.ui.routes import ui_router
+from shared import tracing
 from shared.errors import ServiceError
 from shared.settings import Settings
 
@@ -36,6 +45,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             IngestController,
+            ingest_ndjson,
+            loki_router(),
+            loki_read_router(),
+            export_logs,
             AdminController,
             QueryController,
             # After IngestController: it shares the path /api/v1/logs (see query/routes.py).
@@ -47,6 +60,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             health.health,
             health.ready,
             health.live,
+            scrape.metrics,
+            # The web explorer at /ui/, and / redirecting there (services/gateway/ui/).
+            ui_router(),
+            ui_root,
         ],
         lifespan=[lifespan(settings)],
         dependencies={"gateway": Provide(provide_state, sync_to_thread=False)},
@@ -79,4 +96,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Around Litestar's router, not in `middleware=`: that runs only for routes that
         # exist, and the access log must show unknown paths and wrong methods too.
         app.asgi_handler = AccessLog(app.asgi_handler)
+    # Around the router too, so that 404s and 405s are counted (http_metrics.py).
+    app.asgi_handler = HttpMetrics(app.asgi_handler)
+    if tracing.enabled():
+        # Outermost: the access log line is written inside the request's span, so it
+        # carries its trace_id (services/gateway/tracing.py).
+        app.asgi_handler = RequestSpans(app.asgi_handler)
     return app

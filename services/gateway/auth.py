@@ -24,6 +24,7 @@ working within that delay in every gateway (at once in the one that revoked it).
 
 from __future__ import annotations
 
+import base64
 import hmac
 import uuid
 from dataclasses import dataclass
@@ -95,13 +96,21 @@ class Caller:
 # The API's convention: what a path needs, whatever its handler. Checked by `scope_guard`
 # before the request is parsed, so a caller without the scope learns nothing from
 # validation errors; handlers still call `caller.require` themselves.
-_INGEST_PATHS = ("/api/v1/logs", "/api/v1/logs/batch")
+_INGEST_PATHS = (
+    "/api/v1/logs",
+    "/api/v1/logs/batch",
+    "/api/v1/logs/ndjson",
+    "/api/v1/otlp/v1/logs",
+)
 _ADMIN_PREFIXES = ("/api/v1/admin", "/api/v1/retention")
+# Loki's API (push, and the read API to come): its clients send X-Scope-OrgID.
+_LOKI_PREFIX = "/loki/"
 
 
 def conventional_scope(method: str, path: str) -> Scope | None:
     """admin under /api/v1/admin and /api/v1/retention, alerts under /api/v1/alerts,
-    ingest for POST /api/v1/logs and /batch, query for everything else under
+    ingest for POST /api/v1/logs, /batch, /ndjson and /api/v1/otlp/v1/logs (OTLP's
+    /v1/logs checks its own), query for everything else under
     /api/v1/logs; None where handlers decide alone.
 
     Admin routes are operator requests: a trusted X-Tenant-ID alone never reaches them,
@@ -159,14 +168,22 @@ def require_named_tenant(request: Request[Any, Any, Any], caller: Caller) -> Non
 
 
 def tenant_from_header(request: Request[Any, Any, Any]) -> uuid.UUID | None:
-    raw = request.headers.get("x-tenant-id")
+    """X-Tenant-ID; under /loki/ also X-Scope-OrgID, the header Loki's clients (Promtail,
+    Alloy, Grafana) name their tenant in. X-Tenant-ID wins when both are sent: a proxy
+    in front that sets it decides, whatever tenant_id the agent was configured with."""
+    header, raw = "X-Tenant-ID", request.headers.get("x-tenant-id")
+    if (raw is None or not raw.strip()) and request.scope["path"].startswith(_LOKI_PREFIX):
+        header, raw = "X-Scope-OrgID", request.headers.get("x-scope-orgid")
     if raw is None or not raw.strip():
         return None
+    if "|" in raw:
+        # Loki's multi-tenant query (`a|b`): a caller reads one tenant, its own.
+        raise BadRequest(f"{header} names several tenants; multi-tenant queries are not supported")
     try:
         return uuid.UUID(raw.strip())
     except ValueError:
         raise BadRequest(
-            "X-Tenant-ID must be a UUID, e.g. 123e4567-e89b-12d3-a456-426614174000"
+            f"{header} must be a UUID, e.g. 123e4567-e89b-12d3-a456-426614174000"
         ) from None
 
 
@@ -228,9 +245,14 @@ def _presented_key(
     bearer = ""
     if authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        if scheme.lower() == "basic" and request.scope["path"].startswith(_LOKI_PREFIX):
+            # Grafana's Loki data source sends credentials as basic auth: the key is the
+            # password (the user name is not used).
+            bearer = _basic_password(value)
+        elif scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("use Authorization: Bearer <key> (or X-API-Key: <key>)")
-        bearer = value.strip()
+        else:
+            bearer = value.strip()
     if bearer and header_key and bearer != header_key:
         raise BadRequest("Authorization and X-API-Key carry different keys; send one")
     key = bearer or header_key
@@ -239,6 +261,17 @@ def _presented_key(
     if len(key) > _MAX_KEY_LENGTH:
         raise Unauthorized("the API key is unknown or revoked")
     return key
+
+
+def _basic_password(value: str) -> str:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise Unauthorized("Authorization: Basic must carry base64 of user:key") from None
+    _, colon, password = decoded.partition(":")
+    if not colon or not password.strip():
+        raise Unauthorized("Authorization: Basic must carry the API key as its password")
+    return password.strip()
 
 
 async def _acting_for(

@@ -1,5 +1,7 @@
 """Every request body of the API is JSON: another declared media type is refused with
-415 before the body is read, on every route alike."""
+415 before the body is read, on every route alike. A route speaking another protocol
+(OTLP's protobuf, Loki's push, NDJSON) names the media types it takes in its handler's
+`opt` under MEDIA_TYPES_OPT; the guard then accepts those (and only those) there."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from shared.errors import UnsupportedMediaType
 
 _JSON_TYPES = ("application/json", "text/json")
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# A route handler's `opt` key: the media types (lower case, no parameters) it decodes.
+MEDIA_TYPES_OPT = "media_types"
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -21,12 +25,22 @@ def is_json_media_type(content_type: str) -> bool:
 
 
 async def json_body_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """App-wide guard (after authentication): a body declared as anything but JSON is 415."""
+    """App-wide guard (after authentication): a body declared as anything but JSON (or,
+    where the handler names its own media types, anything but those) is 415."""
     if connection.scope.get("method") not in _WITH_BODY:
         return
     content_type = connection.headers.get("content-type", "")
+    accepted = handler.opt.get(MEDIA_TYPES_OPT)
+    if accepted is not None:
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type not in accepted:
+            raise UnsupportedMediaType(
+                f"send one of {', '.join(t for t in accepted if t)} as Content-Type, "
+                f"not {media_type!r}"
+            )
+        return
     if not is_json_media_type(content_type):
         raise UnsupportedMediaType(
             f"send JSON (Content-Type: application/json), not {content_type.split(';')[0]!r}"

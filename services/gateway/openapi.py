@@ -134,13 +134,19 @@ def _problem_response(description: str) -> OpenAPIResponse:
     )
 
 
+class OwnErrorShape(Operation):
+    """An operation of another protocol (Loki's push, …) that answers errors in that
+    protocol's shape: its operation class derives from this one and documents its own
+    responses, which `document_problems` leaves as they are."""
+
+
 def document_problems(app: Litestar) -> None:
     """An on_startup hook: rewrite the (cached) document's error responses."""
     openapi = app.openapi_schema
     openapi.components.schemas = {**(openapi.components.schemas or {}), "Problem": _PROBLEM}
     for path_item in (openapi.paths or {}).values():
         for operation in (path_item.get, path_item.post, path_item.put, path_item.delete):
-            if isinstance(operation, Operation):
+            if isinstance(operation, Operation) and not isinstance(operation, OwnErrorShape):
                 _correct(operation)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from services.janitor import restore
+from services.janitor import metrics, restore
 from services.janitor.lock import janitor_lock
 from services.janitor.retention import retention_once
 from services.janitor.search_index import build_search_index
@@ -30,9 +30,11 @@ from shared.compaction import compact
 from shared.db import delete_older_than
 from shared.lifecycle import sleep_or_stop, stop_on_signals
 from shared.logsetup import start_process
+from shared.metrics import JANITOR_OFFSET, serve_worker_metrics
 from shared.migrate import ensure_partitions_ahead, migrate_when_reachable
 from shared.settings import Settings
 from shared.tail import prune_tail_batches
+from shared.tracing import tracer
 
 log = logging.getLogger("janitor")
 
@@ -54,12 +56,17 @@ def run_once(settings: Settings) -> bool:
     return True
 
 
-def retention_run(settings: Settings, stop: asyncio.Event) -> None:
+def retention_run(settings: Settings, stop: asyncio.Event) -> bool:
     """One retention run on the wall clock, stopped early by SIGTERM or after one
     RETENTION_INTERVAL of work (the next run continues): the housekeeping run waits for
-    it, and partitions ahead must not wait for a long backlog."""
+    it, and partitions ahead must not wait for a long backlog. False when another janitor
+    holds the lock."""
     deadline = time.monotonic() + settings.retention_interval_seconds
-    retention_once(settings, keep_going=lambda: not stop.is_set() and time.monotonic() < deadline)
+
+    def keep_going() -> bool:
+        return not stop.is_set() and time.monotonic() < deadline
+
+    return retention_once(settings, keep_going=keep_going) is not None
 
 
 def _one_at_a_time(lock: threading.Lock, work: Callable[[], object]) -> Callable[[], object]:
@@ -75,21 +82,44 @@ def _one_at_a_time(lock: threading.Lock, work: Callable[[], object]) -> Callable
 
 def compact_once(settings: Settings) -> int:
     with psycopg.connect(settings.postgres_conninfo()) as conn:
-        return compact(conn)
+        steps = compact(conn)
+    metrics.COMPACTION_STEPS.inc(steps)
+    return steps
+
+
+# The metrics' `task` label of each run `_every` names.
+_TASKS = {
+    "janitor run": "housekeeping",
+    "retention run": "retention",
+    "rollup compaction": "compaction",
+}
+
+
+def _ran(task: str, outcome: str, started: float) -> None:
+    metrics.RUNS.labels(task, outcome).inc()
+    metrics.RUN_DURATION.labels(task).observe(time.perf_counter() - started)
 
 
 async def _every(stop: asyncio.Event, name: str, seconds: int, work: Callable[[], object]) -> None:
     """Run `work` in a thread every `seconds` until `stop`; PostgreSQL errors are logged
-    once and retried (sooner, up to 30 s apart) until it answers again."""
+    once and retried (sooner, up to 30 s apart) until it answers again. Each run is a
+    span named `name` (README, "Tracing"): its statements are traced inside it."""
     failing = False
+    task = _TASKS[name]
     while not stop.is_set():
+        started = time.perf_counter()
         try:
-            await asyncio.to_thread(work)
+            # to_thread copies the context: the thread's statements are the span's children.
+            with tracer("minisource.janitor").start_as_current_span(name):
+                acted = await asyncio.to_thread(work)
+            # False: another janitor holds the lock and acts (run_once, retention_run).
+            _ran(task, "skipped" if acted is False else "ok", started)
             if failing:
                 log.info("%s recovered", name)
             failing = False
             delay: float = seconds
         except psycopg.Error as exc:
+            _ran(task, "failed", started)
             if not failing:
                 log.warning("%s failed, retrying: %s", name, exc)
             failing = True
@@ -137,7 +167,8 @@ def main() -> None:
         restore.main(sys.argv[2:])
         return
     settings = start_process("janitor")
-    asyncio.run(run(settings))
+    with serve_worker_metrics(settings, JANITOR_OFFSET, metrics.REGISTRY):
+        asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

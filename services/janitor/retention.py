@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
+from services.janitor import metrics
 from services.janitor.archive import ArchiveResult, archive_tenant_day
 from services.janitor.lock import janitor_lock
 from services.janitor.pacing import Pace
@@ -289,6 +290,9 @@ class RetentionRun:
             self.held_back.add(tenant)
             return False
         self.record.archived(result.rows, result.bytes)
+        metrics.ARCHIVED_ROWS.inc(result.rows)
+        metrics.ARCHIVED_BYTES.inc(result.bytes)
+        metrics.ARCHIVE_FILES.inc()
         log.info(
             "retention archived a tenant-day",
             extra={
@@ -311,6 +315,8 @@ class RetentionRun:
 
     def _removed(self, action: Action) -> None:
         self.record.add(action)
+        metrics.DELETED_ROWS.labels(action.reason).inc(action.rows)
+        metrics.DELETED_BYTES.labels(action.reason).inc(action.bytes)
         log.info(
             "retention removed a tenant-day",
             extra={
@@ -327,6 +333,7 @@ class RetentionRun:
 
     def _dropped(self, partition: Partition) -> None:
         self.record.dropped_partitions += 1
+        metrics.DROPPED_PARTITIONS.inc()
         log.info(
             "retention dropped a partition",
             extra={
@@ -348,6 +355,7 @@ class RetentionRun:
         partition: str | None = None,
     ) -> None:
         self.record.errors.append(RunError(stage, error, tenant, day, partition))
+        metrics.ERRORS.labels(stage).inc()
         log.warning(
             "retention could not %s",
             stage,
@@ -395,8 +403,10 @@ def apply_retention(
         run.enforce_global_quota()
     except _Stopped:
         record.errors.append(RunError("run", "stopped before finishing; the next run continues"))
+        metrics.ERRORS.labels("run").inc()
     except Exception as exc:
         record.errors.append(RunError("run", str(exc) or type(exc).__name__))
+        metrics.ERRORS.labels("run").inc()
         raise
     finally:
         if not conn.broken:

@@ -11,11 +11,13 @@ from psycopg import AsyncConnection
 
 from services.writer.consumer import StreamConsumer
 from services.writer.loop import Writer
+from services.writer.metrics import REGISTRY
 from services.writer.store import register_dumpers
 from services.writer.tail import TailPublisher
 from shared.db import make_pool, partition_unit
 from shared.lifecycle import retry_until_ready, stop_on_signals
 from shared.logsetup import start_process
+from shared.metrics import WRITER_OFFSET, serve_worker_metrics
 from shared.migrate import migrate
 from shared.redis_conn import make_redis
 from shared.redis_keys import RedisKeys
@@ -88,7 +90,8 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = start_process("writer")
-    asyncio.run(run(settings))
+    with serve_worker_metrics(settings, WRITER_OFFSET, REGISTRY):
+        asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

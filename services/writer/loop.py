@@ -24,7 +24,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
-from services.writer import failpoint
+from services.writer import failpoint, metrics
 from services.writer.consumer import Delivery, StreamConsumer
 from services.writer.store import (
     Stored,
@@ -34,6 +34,7 @@ from services.writer.store import (
     store_batch,
 )
 from services.writer.tail import TailPublisher
+from services.writer.tracing import batch_span, record_stored, transaction_span
 from shared.lifecycle import Backoff, sleep_or_stop
 from shared.settings import Settings
 
@@ -102,6 +103,7 @@ class Writer:
                     state = "running"
             except _TRANSIENT as exc:
                 if state != "waiting":
+                    metrics.PAUSES.inc()
                     log.warning("writer paused (%s: %s); retrying", type(exc).__name__, exc)
                     state = "waiting"
                 self._consumer.reread_pending()
@@ -134,7 +136,10 @@ class Writer:
         if not batch:
             await self._maybe_trim()
             return 0
-        await self._store_and_ack(batch)
+        started = time.perf_counter()
+        with batch_span(batch):
+            await self._store_and_ack(batch)
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
         await self._maybe_trim()
         return len(batch)
 
@@ -202,6 +207,14 @@ class Writer:
         await self._acknowledge(stored)
 
     async def _store(self, deliveries: list[Delivery]) -> Stored:
+        with transaction_span(deliveries) as span:
+            stored = await self._store_in_transaction(deliveries)
+            record_stored(
+                span, messages=len(stored.fresh), repeated=len(stored.repeated), rows=stored.rows
+            )
+            return stored
+
+    async def _store_in_transaction(self, deliveries: list[Delivery]) -> Stored:
         async with self._pool.connection() as conn:
             await self._ensure_partitions(conn, deliveries)
             try:
@@ -258,6 +271,11 @@ class Writer:
         self.stats.messages += len(stored.fresh)
         self.stats.repeats += len(stored.repeated)
         self.stats.batches += 1
+        metrics.BATCHES.inc()
+        metrics.ROWS.inc(stored.rows)
+        metrics.BATCH_ROWS.observe(stored.rows)
+        metrics.MESSAGES.labels("stored").inc(len(stored.fresh))
+        metrics.MESSAGES.labels("repeated").inc(len(stored.repeated))
         if stored.repeated:
             log.info("skipped %d redelivered messages already stored", len(stored.repeated))
         if self._tail is not None:
@@ -268,6 +286,7 @@ class Writer:
         await self._consumer.dead_letter(delivery, reason)
         self._attempts.pop((delivery.stream, delivery.message_id), None)
         self.stats.dead_letters += 1
+        metrics.DEAD_LETTERS.inc()
 
     async def _maybe_trim(self) -> None:
         now = time.monotonic()

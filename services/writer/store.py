@@ -5,6 +5,7 @@ their counts to the per-minute rollups. Either all of it commits or none of it d
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from psycopg.pq import Format
 
 from services.writer import failpoint
 from services.writer.consumer import Delivery
+from services.writer.metrics import COMMIT_DURATION
 from services.writer.tail import TailBatch, UuidArray, UuidArrayDumper, record_tail_batches
+from services.writer.tracing import copy_span
 from shared.model import ENTRY_FIELDS, ENTRY_FIXED_BYTES, StoredRow, entry_size
 
 log = logging.getLogger("writer.store")
@@ -171,13 +174,17 @@ async def store_batch(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> 
         fresh = [d for d in unique if (d.stream, d.message_id) in new_keys]
         repeated = [d for d in unique if (d.stream, d.message_id) not in new_keys]
         if fresh:
-            await _copy_rows(conn, fresh)
+            with copy_span(fresh):
+                await _copy_rows(conn, fresh)
             await conn.execute(_ROLLUP_LOCK_SQL)
             await _add_rollups(conn, fresh)
             # Last: the tail_seq row lock it takes is held until COMMIT
             # (services/writer/tail.py).
             tail = await record_tail_batches(conn, [d.message for d in fresh if d.message])
             await failpoint.reached("before_commit")
+        committing = time.perf_counter()
+    # Leaving the block commits: what is timed from here is the COMMIT (the WAL flush).
+    COMMIT_DURATION.observe(time.perf_counter() - committing)
     return Stored(fresh=fresh, repeated=repeated, tail=tail)
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import msgspec
 from redis.exceptions import RedisError
 
+from services.gateway import metrics
 from services.gateway.credentials import Credentials
 from services.gateway.ingest.limits import IngestLimits, RateLimiter
 from services.gateway.ingest.validation import (
@@ -26,11 +27,19 @@ from services.gateway.ingest.validation import (
     validate_decoded,
     validate_entries,
 )
-from shared.errors import Backpressure, FieldError, RateLimited, Unavailable, ValidationFailed
-from shared.model import IngestMessage, LogEntryIn
+from shared.errors import (
+    Backpressure,
+    FieldError,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
+from shared.model import IngestMessage, LogEntryIn, TracedIngestMessage
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from shared.streams import BacklogFull, Enqueuer, encode_message
+from shared.tracing import annotate, current_trace_context
 
 log = logging.getLogger("gateway.ingest")
 
@@ -80,6 +89,8 @@ class Ingestor:
         )
         result = tenant.drop_oversized(result, limits)
         if not result.records:
+            _annotate(accepted=0, rejected=1)
+            metrics.rejected("invalid", 1)
             error = result.errors[0]
             error.index = None
             raise ValidationFailed(
@@ -94,18 +105,28 @@ class Ingestor:
         body: bytes,
         entries: list[LogEntryIn] | list[msgspec.Raw],
         idem_key: str | None,
+        *,
+        holds_nul: bool | None = None,
     ) -> Accepted:
-        tenant.check_batch(len(entries))
+        """`holds_nul`: whether a decoded entry may hold NUL characters; by default
+        whether the JSON `body` has a `\\u0000` escape (a translated protocol, whose
+        body is not JSON, says True unless it checked every text itself)."""
+        try:
+            tenant.check_batch(len(entries))
+        except PayloadTooLarge:
+            metrics.rejected("too_many_entries", len(entries))
+            raise
         limits = tenant.validation(Limits.from_settings(self.settings))
         if isinstance(entries[0], LogEntryIn):
             decoded: list[LogEntryIn] = entries
-            result = validate_decoded(
-                decoded, tenant.tenant_id, limits, may_hold_nul=may_hold_nul(body)
-            )
+            nul = may_hold_nul(body) if holds_nul is None else holds_nul
+            result = validate_decoded(decoded, tenant.tenant_id, limits, may_hold_nul=nul)
         else:
             result = validate_entries(entries, tenant.tenant_id, limits)
         result = tenant.drop_oversized(result, Limits.from_settings(self.settings))
         if not result.records:
+            _annotate(accepted=0, rejected=len(result.errors))
+            metrics.rejected("invalid", len(result.errors))
             raise ValidationFailed("no entry in the batch is valid", errors=result.errors)
         answer = _encoder.encode(
             IngestAnswer(
@@ -137,17 +158,19 @@ class Ingestor:
             # A retry of an accepted request costs nothing: it gets its answer again.
             replayed = await self._previous_answer(idem)
             if replayed is None:
+                _not_queued(result, "rate_limited")
                 raise
+            metrics.INGEST_REPLAYS.inc()
             return Accepted(replayed, replayed=True)
-        payload = encode_message(
-            IngestMessage(
-                tenant_id=tenant.tenant_id, received_at=datetime.now(UTC), records=result.records
-            )
-        )
+        except Unavailable:
+            _not_queued(result, "unavailable")
+            raise
+        payload = encode_message(_message(tenant, result))
         retry_after = self.settings.backpressure_retry_after
         try:
             outcome = await self.enqueuer.enqueue(payload, idempotency_key=idem, answer=answer)
         except BacklogFull:
+            _not_queued(result, "backlog_full")
             await self.rate_limiter.give_back(charge)
             raise Backpressure(
                 "the ingest backlog is at its bound (STREAM_MAX_BACKLOG); retry later",
@@ -155,6 +178,7 @@ class Ingestor:
             ) from None
         except (RedisError, OSError) as exc:
             log.warning("enqueue failed: %s", exc)
+            _not_queued(result, "unavailable")
             await self.rate_limiter.give_back(charge)
             raise Unavailable(
                 "the ingest queue is unreachable; nothing was accepted, retry later",
@@ -162,7 +186,12 @@ class Ingestor:
             ) from None
         if outcome.replayed_answer is not None:
             await self.rate_limiter.give_back(charge)  # the first request paid
+            annotate({"minisource.ingest.replayed": True})
+            metrics.INGEST_REPLAYS.inc()
             return Accepted(outcome.replayed_answer, replayed=True)
+        _annotate(accepted=len(result.records), rejected=len(result.errors))
+        metrics.INGEST_ACCEPTED.inc(len(result.records))
+        metrics.rejected("invalid", len(result.errors))
         return Accepted(answer)
 
     async def _previous_answer(self, idem: str) -> bytes | None:
@@ -172,3 +201,31 @@ class Ingestor:
             return await self.enqueuer.previous_answer(idem)
         except (RedisError, OSError):
             return None  # the 429 stands
+
+
+def _not_queued(result: Validated, reason: str) -> None:
+    """Count a validated request refused as a whole: its valid entries for `reason`, the
+    others as invalid (services/gateway/metrics.py)."""
+    metrics.rejected(reason, len(result.records))
+    metrics.rejected("invalid", len(result.errors))
+
+
+def _message(tenant: IngestLimits, result: Validated) -> IngestMessage:
+    """The stream message; it carries the request span's trace context when tracing is on
+    (the writer links its spans to it)."""
+    now = datetime.now(UTC)
+    traceparent, tracestate = current_trace_context()
+    if traceparent is None:
+        return IngestMessage(tenant_id=tenant.tenant_id, received_at=now, records=result.records)
+    return TracedIngestMessage(
+        tenant_id=tenant.tenant_id,
+        received_at=now,
+        records=result.records,
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
+
+
+def _annotate(*, accepted: int, rejected: int) -> None:
+    """The request span's ingest figures (README, "Tracing")."""
+    annotate({"minisource.ingest.accepted": accepted, "minisource.ingest.rejected": rejected})

@@ -20,15 +20,20 @@ from services.gateway.ingest.accept import (
     Ingestor,
     SingleAnswer,
 )
+from services.gateway.ingest.compression import content_encoding, decompress
 from services.gateway.ingest.decoding import (
     decode_batch_body,
     decode_single,
     idempotency_key,
 )
 from services.gateway.ingest.limits import IngestLimits
+from services.gateway.metrics import INGEST_BYTES
 from services.gateway.openapi import documented_body
 from services.gateway.state import GatewayState
 from shared.model import BatchIn, LogEntryIn
+
+# Content-Encoding of the JSON API's bodies (snappy is Loki's, not ours).
+_ENCODINGS = ("gzip", "x-gzip", "deflate")
 
 
 def provide_ingestor(gateway: NamedDependency[GatewayState]) -> Ingestor:
@@ -38,11 +43,16 @@ def provide_ingestor(gateway: NamedDependency[GatewayState]) -> Ingestor:
 async def _read(
     request: Request[Any, Any, Any], caller: Caller, ingestor: Ingestor
 ) -> tuple[IngestLimits, bytes, str | None]:
-    """The tenant's limits, the body (within them) and the Idempotency-Key."""
+    """The tenant's limits, the body (within them, decompressed) and the Idempotency-Key."""
     caller.require("ingest")
     tenant = await ingestor.limits_of(caller.tenant_id)
     body = await request.body()
+    INGEST_BYTES.inc(len(body))
     tenant.check_body(len(body))
+    # Clients gzip their batches (clients/python does); the tenant's body limit bounds the
+    # decompressed body as it bounds a plain one.
+    encoding = content_encoding(request.headers.get("content-encoding"), _ENCODINGS)
+    body = decompress(body, encoding, tenant.limits.max_body_bytes)
     return tenant, body, idempotency_key(request.headers.get("idempotency-key"))
 
 

@@ -31,6 +31,7 @@ from litestar import Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.gateway.metrics import CACHE_REQUESTS
 from shared.filters import CompiledFilter, LogFilter
 from shared.redis_conn import make_redis
 from shared.redis_keys import RedisKeys
@@ -222,6 +223,7 @@ async def cached_response(
         compute=compute,
         bypass="no-cache" in cache_control.lower(),
     )
+    CACHE_REQUESTS.labels(kind, str(answer.status)).inc()
     return Response(
         answer.body, media_type="application/json", headers={"X-Cache": str(answer.status)}
     )

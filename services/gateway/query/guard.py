@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -20,6 +21,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.gateway.metrics import QUERY_REFUSED, QUERY_SLOT_WAIT
 from shared.db import tenant_scope
 from shared.errors import RateLimited, Unavailable
 from shared.settings import Settings
@@ -71,18 +73,22 @@ class QueryGuard:
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
         """One of QUERY_CONCURRENCY slots for the body, and its errors as 503s."""
+        waiting = time.perf_counter()
         try:
             async with asyncio.timeout(self._queue_wait):
                 await self._slots.acquire()
         except TimeoutError:
+            QUERY_REFUSED.labels("busy").inc()
             raise Unavailable(
                 "too many queries are running on this gateway (QUERY_CONCURRENCY); retry "
                 "shortly, and narrow the time range or add filters so queries finish sooner",
                 retry_after=1,
             ) from None
+        QUERY_SLOT_WAIT.observe(time.perf_counter() - waiting)
         try:
             yield
         except psycopg.errors.QueryCanceled:
+            QUERY_REFUSED.labels("timeout").inc()
             raise Unavailable(
                 f"the query ran longer than {self.timeout_ms} ms (QUERY_TIMEOUT_MS) and was "
                 "stopped: narrow the time range (start_time/end_time) or add filters "
@@ -90,6 +96,7 @@ class QueryGuard:
             ) from None
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("query store unavailable: %s", exc)
+            QUERY_REFUSED.labels("store_unavailable").inc()
             raise Unavailable(
                 "the log store is unavailable; retry shortly", retry_after=2
             ) from None

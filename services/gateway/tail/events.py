@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import msgspec
 
+from services.gateway.metrics import TAIL_DROP_NOTICES, TAIL_DROPPED_EVENTS
 from shared.errors import BadRequest, FieldError
 from shared.model import LEVEL_NAMES, LogEntryOut, LogRecord
 
@@ -95,7 +96,11 @@ def opening_frame(position: Position, retry_ms: int) -> bytes:
 
 def dropped_frame(position: Position, reason: str, detail: str, dropped: int | None) -> bytes:
     """Tells the client what it will not get on this stream and where to resume from.
-    `dropped` is how many events were discarded, None where it cannot be known."""
+    `dropped` is how many events were discarded, None where it cannot be known. Counted
+    in the metrics here, the one place every such event is made (each is made to be sent)."""
+    TAIL_DROP_NOTICES.labels(reason).inc()
+    if dropped:
+        TAIL_DROPPED_EVENTS.inc(dropped)
     return _frame(
         "dropped",
         position,

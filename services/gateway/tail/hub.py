@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from services.gateway.metrics import TAIL_CLIENTS
 from services.gateway.tail.catchup import TailReader
 from services.gateway.tail.events import Position, dropped_frame
 from services.gateway.tail.feed import TenantFeed
@@ -155,9 +156,11 @@ class TailHub:
             )
         self._clients[tenant_id] = held + 1
         self._total += 1
+        TAIL_CLIENTS.inc()
 
     def _release(self, tenant_id: uuid.UUID) -> None:
         self._total -= 1
+        TAIL_CLIENTS.dec()
         left = self._clients[tenant_id] - 1
         if left:
             self._clients[tenant_id] = left

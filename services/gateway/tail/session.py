@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from services.gateway.metrics import TAIL_EVENTS_SENT
 from services.gateway.tail.catchup import TailReader
 from services.gateway.tail.events import (
     Position,
@@ -230,12 +231,14 @@ class TailSession:
         if Position(seq) <= pos:
             return
         if seq == pos.seq:  # resumed inside this commit: only what follows
-            chunks = join_chunks(item.batch.frame(i) for i in item.indexes if i > pos.index)
+            indexes = [i for i in item.indexes if i > pos.index]
+            chunks = join_chunks(item.batch.frame(i) for i in indexes)
         else:
             if seq > pos.seq + 1 or not pos.at_end:
                 async for chunk in self._catch_up(seq - 1):
                     yield chunk
-            chunks = item.chunks
+            indexes, chunks = item.indexes, item.chunks
+        TAIL_EVENTS_SENT.inc(len(indexes))
         for chunk in chunks:
             yield chunk
         self.position = Position(seq)
@@ -259,6 +262,7 @@ class TailSession:
                     )
                 tenant = self.tenant_id
                 frames = (log_frame(tenant, seq, i, r) for seq, i, r in page.entries)
+                TAIL_EVENTS_SENT.inc(len(page.entries))
                 for chunk in join_chunks(frames):
                     yield chunk
                 self.position = max(self.position, page.through)

@@ -1,0 +1,1 @@
+"""OTLP/HTTP logs: OpenTelemetry's own protocol, into the one ingest pipeline."""

@@ -1,0 +1,93 @@
+"""The janitor's Prometheus families (README, "Metrics"), served on METRICS_PORT+2
+(shared/metrics.py). Retention counts by reason and stage, never by tenant or day."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Histogram
+
+from shared.metrics import LATENCY_BUCKETS, NAMESPACE, service_registry
+
+REGISTRY: Final = service_registry()
+
+TASKS: Final = ("housekeeping", "retention", "compaction")
+RUNS: Final = Counter(
+    "janitor_runs",
+    "Janitor runs by task and outcome: ok, skipped (another janitor holds the lock), failed.",
+    ["task", "outcome"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+RUN_DURATION: Final = Histogram(
+    "janitor_run_duration_seconds",
+    "Time of a janitor run, by task.",
+    ["task"],
+    namespace=NAMESPACE,
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+COMPACTION_STEPS: Final = Counter(
+    "janitor_compaction_steps",
+    "Rollup compaction steps taken.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+# services/janitor/runs.py: Reason and Stage.
+REASONS: Final = ("retention", "tenant_quota", "global_quota", "partition")
+STAGES: Final = ("archive", "delete", "partition", "quota", "run")
+DELETED_ROWS: Final = Counter(
+    "retention_deleted_rows",
+    "Rows removed by retention, by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+DELETED_BYTES: Final = Counter(
+    "retention_deleted_bytes",
+    "Bytes of the rows removed by retention (as the rollups count them), by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+DROPPED_PARTITIONS: Final = Counter(
+    "retention_dropped_partitions",
+    "Whole partitions dropped by retention.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+ARCHIVED_ROWS: Final = Counter(
+    "retention_archived_rows",
+    "Rows written to Parquet archives.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+ARCHIVED_BYTES: Final = Counter(
+    "retention_archived_bytes",
+    "Bytes of archive files written.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+ARCHIVE_FILES: Final = Counter(
+    "retention_archive_files",
+    "Archive files written.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+ERRORS: Final = Counter(
+    "retention_errors",
+    "Retention steps that failed, by stage.",
+    ["stage"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+
+for _task in TASKS:
+    RUN_DURATION.labels(_task)
+    for _outcome in ("ok", "skipped", "failed"):
+        RUNS.labels(_task, _outcome)
+for _reason in REASONS:
+    DELETED_ROWS.labels(_reason)
+    DELETED_BYTES.labels(_reason)
+for _stage in STAGES:
+    ERRORS.labels(_stage)
