@@ -61,13 +61,18 @@ def _answer(accepted: Accepted) -> Response[bytes]:
     return Response(accepted.body, status_code=202, media_type="application/json", headers=headers)
 
 
+# Every ingest route's: the caller, and what accepting a request needs (OTLP, Loki push
+# and NDJSON use them too, so that all ways in share one path).
+INGEST_DEPENDENCIES: dict[str, Provide] = {
+    "caller": Provide(provide_caller),
+    "ingestor": Provide(provide_ingestor, sync_to_thread=False),
+}
+
+
 class IngestController(Controller):
     path = "/api/v1/logs"
     tags = ["ingest"]
-    dependencies = {
-        "caller": Provide(provide_caller),
-        "ingestor": Provide(provide_ingestor, sync_to_thread=False),
-    }
+    dependencies = INGEST_DEPENDENCIES
     security = OPENAPI_SECURITY
 
     @post(

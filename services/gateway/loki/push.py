@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -28,13 +28,13 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller, require_named_tenant
+from services.gateway.auth import OPENAPI_SECURITY, Caller, require_named_tenant
 from services.gateway.content_type import MEDIA_TYPES_OPT
 from services.gateway.ingest.accept import Ingestor
 from services.gateway.ingest.compression import content_encoding, decompress, snappy_block
 from services.gateway.ingest.decoding import idempotency_key
 from services.gateway.ingest.limits import IngestLimits
-from services.gateway.ingest.routes import provide_ingestor
+from services.gateway.ingest.routes import INGEST_DEPENDENCIES
 from services.gateway.ingest.translated import as_raw
 from services.gateway.loki.answers import TEXT, pushed, refused
 from services.gateway.loki.decoding import (
@@ -146,10 +146,7 @@ class PushOperation(OwnErrorShape):
     'and host (README, "Loki push"); errors are plain text, as Loki\'s.',
     operation_class=PushOperation,
     opt={MEDIA_TYPES_OPT: MEDIA_TYPES},
-    dependencies={
-        "caller": Provide(provide_caller),
-        "ingestor": Provide(provide_ingestor, sync_to_thread=False),
-    },
+    dependencies=INGEST_DEPENDENCIES,
     security=OPENAPI_SECURITY,
     tags=["ingest"],
 )

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Annotated, Any
 
 from litestar import Request, Response, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -23,13 +23,13 @@ from litestar.openapi.spec import (
 )
 from litestar.params import QueryParameter
 
-from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller
+from services.gateway.auth import OPENAPI_SECURITY, Caller
 from services.gateway.content_type import MEDIA_TYPES_OPT
 from services.gateway.ingest.accept import IngestAnswer, Ingestor
 from services.gateway.ingest.compression import content_encoding, decompress
 from services.gateway.ingest.decoding import idempotency_key
 from services.gateway.ingest.levels import level_name
-from services.gateway.ingest.routes import provide_ingestor
+from services.gateway.ingest.routes import INGEST_DEPENDENCIES
 from services.gateway.metrics import INGEST_BYTES
 from services.gateway.ndjson.accept import accept_ndjson
 from services.gateway.ndjson.mapping import FieldNames
@@ -112,10 +112,7 @@ class NdjsonOperation(Operation):
     "other fields go to metadata. Answered as /api/v1/logs/batch.",
     operation_class=NdjsonOperation,
     opt={MEDIA_TYPES_OPT: MEDIA_TYPES},
-    dependencies={
-        "caller": Provide(provide_caller),
-        "ingestor": Provide(provide_ingestor, sync_to_thread=False),
-    },
+    dependencies=INGEST_DEPENDENCIES,
     responses={202: ResponseSpec(IngestAnswer, description="The valid records are queued")},
     security=OPENAPI_SECURITY,
     tags=["ingest"],

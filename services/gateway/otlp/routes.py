@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from litestar import Request, Response, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -26,11 +26,11 @@ from litestar.openapi.spec import (
 )
 from litestar.types import ExceptionHandlersMap
 
-from services.gateway.auth import OPENAPI_SECURITY, Caller, provide_caller, require_named_tenant
+from services.gateway.auth import OPENAPI_SECURITY, Caller, require_named_tenant
 from services.gateway.content_type import MEDIA_TYPES_OPT
 from services.gateway.ingest.accept import Ingestor
 from services.gateway.ingest.decoding import idempotency_key
-from services.gateway.ingest.routes import provide_ingestor
+from services.gateway.ingest.routes import INGEST_DEPENDENCIES
 from services.gateway.metrics import INGEST_BYTES
 from services.gateway.openapi import OwnErrorShape, json_schema
 from services.gateway.otlp import responses
@@ -117,10 +117,7 @@ class ExportOperation(OwnErrorShape):
     description='The OTLP logs export; the mapping to entries is in the README ("OTLP").',
     operation_class=ExportOperation,
     opt={MEDIA_TYPES_OPT: MEDIA_TYPES},
-    dependencies={
-        "caller": Provide(provide_caller),
-        "ingestor": Provide(provide_ingestor, sync_to_thread=False),
-    },
+    dependencies=INGEST_DEPENDENCIES,
     exception_handlers=ERROR_HANDLERS,
     security=OPENAPI_SECURITY,
     tags=["ingest"],
