@@ -22,7 +22,7 @@ import uvicorn
 
 from services.gateway.admin.tenancy import first_admin_key
 from shared.lifecycle import retry_until_ready
-from shared.logsetup import start_process
+from shared.logsetup import settle_heap, start_process
 from shared.migrate import migrate_when_reachable
 from shared.settings import Settings
 from shared.supervision import EXIT_CANNOT_LISTEN, notify_serving
@@ -70,6 +70,7 @@ class _Gateway(uvicorn.Server):
         self._preparing = asyncio.create_task(self._prepare_database())
         await super().startup(sockets)
         # Reached only when serving: a failed startup ends the process inside uvicorn.
+        settle_heap()  # the app, its pools and caches are built and live as long
         host, port = self._settings.server_host, self._settings.server_port
         log.info("listening on http://%s:%s", host, port)
         notify_serving()
