@@ -4,20 +4,18 @@ the ingest protocols (Loki push, NDJSON): what an agent talks to in production."
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 from shared.settings import Settings
 from tests.conftest import clone_database, drop_database, drop_keys
 from tests.polling import wait_until
-from tests.processes import Service, free_port, service_env
+from tests.processes import Service, free_port, service_env, wait_ready
 
 
 @dataclass
@@ -56,17 +54,6 @@ class Pipeline:
         return rows
 
 
-def _wait_ready(gateway: Service, url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert gateway.running(), gateway.output()[-3000:]
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"gateway not ready: {gateway.output()[-3000:]}")
-
-
 @contextlib.contextmanager
 def live_pipeline(base: Settings, logs: Path, **overrides: Any) -> Iterator[Pipeline]:
     """A gateway (trusted_header mode unless overridden) and a writer, both stopped and
@@ -90,7 +77,7 @@ def live_pipeline(base: Settings, logs: Path, **overrides: Any) -> Iterator[Pipe
             Service("services.writer", env, logs) as writer,
         ):
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(gateway, url)
+            wait_ready(gateway, url)
             yield Pipeline(settings, url, gateway, writer)
     finally:
         drop_database(base, settings.postgres_db)

@@ -3,6 +3,7 @@ test through the environment, exactly as a user would start them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ import time
 from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
+
+import httpx
 
 from shared.settings import Settings
 
@@ -102,3 +105,16 @@ class Service:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def wait_ready(gateway: Service, url: str, within: float = 30.0) -> None:
+    """Until the gateway at `url` answers /ready with 200; fails with its output if it
+    exits first or is not ready `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert gateway.running(), gateway.output()[-3000:]
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"gateway not ready: {gateway.output()[-3000:]}")

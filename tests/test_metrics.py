@@ -13,7 +13,6 @@ import contextlib
 import json
 import re
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from services.writer import metrics as writer_metrics
 from shared.metrics import WRITER_OFFSET, serve_worker_metrics
 from shared.settings import Settings
 from tests.polling import wait_until
-from tests.processes import REPO, Service, free_port, service_env
+from tests.processes import REPO, Service, free_port, service_env, wait_ready
 from tests.tail_client import SSEStream
 
 TENANT = uuid.UUID("5b0e5f5e-8a0c-4d59-a3a1-0c6f2b1d7e42")
@@ -199,17 +198,6 @@ class Pipeline:
         )
 
 
-def _wait_ready(gateway: Service, port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert gateway.running(), gateway.output()[-3000:]
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"gateway not ready: {gateway.output()[-3000:]}")
-
-
 @pytest.fixture
 def process_settings(settings: Settings) -> Settings:
     return replace(settings, writer_batch_wait_ms=20, log_level="info")
@@ -220,7 +208,7 @@ async def pipeline(process_settings: Settings, tmp_path: Path) -> AsyncIterator[
     port = free_port()
     env = service_env(replace(process_settings, server_port=port))
     with Service("services.gateway", env, tmp_path) as gateway:
-        _wait_ready(gateway, port)
+        wait_ready(gateway, f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(timeout=10) as http:
             yield Pipeline(process_settings, port, tmp_path, http)
 

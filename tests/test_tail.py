@@ -33,7 +33,7 @@ from shared.settings import Settings
 from shared.tail import prune_tail_batches
 from tests.conftest import clone_database, drop_database, drop_keys
 from tests.polling import wait_until
-from tests.processes import Service, free_port, service_env
+from tests.processes import Service, free_port, service_env, wait_ready
 from tests.tail_client import SSEEvent, SSEStream, TcpProxy
 
 STREAM = "/api/v1/logs/stream"
@@ -54,17 +54,6 @@ def _start_gateway(settings: Settings, logs: Path) -> tuple[Service, int]:
     port = free_port()
     gateway = Service("services.gateway", service_env(replace(settings, server_port=port)), logs)
     return gateway, port
-
-
-def _wait_ready(gateway: Service, port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert gateway.running(), gateway.output()[-3000:]
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"gateway not ready: {gateway.output()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +78,7 @@ def tail_env(
     started = [_start_gateway(settings, logs) for _ in range(2)]
     try:
         for gateway, port in started:
-            _wait_ready(gateway, port)
+            wait_ready(gateway, f"http://127.0.0.1:{port}")
         yield TailEnv(settings, [g for g, _ in started], [p for _, p in started], logs)
     finally:
         for gateway, _ in started:
@@ -388,7 +377,7 @@ async def test_commits_published_while_the_subscription_is_down_are_not_skipped(
     gateway, port = _start_gateway(behind_proxy, tail_env.logs)
     try:
         with gateway:
-            await asyncio.to_thread(_wait_ready, gateway, port)
+            await asyncio.to_thread(wait_ready, gateway, f"http://127.0.0.1:{port}")
             client = await tail(port, tenant)
             ingest_port = tail_env.ports[0]  # straight to Redis
             await ingest(http, ingest_port, tenant, entries("before", 2))
@@ -442,7 +431,7 @@ async def test_sigterm_ends_streams_with_a_final_event_and_clients_resume_elsewh
     tenant = uuid.uuid4()
     leaving, port = _start_gateway(tail_env.settings, tail_env.logs)
     with leaving:
-        _wait_ready(leaving, port)
+        wait_ready(leaving, f"http://127.0.0.1:{port}")
         client = await tail(port, tenant)
         await ingest(http, port, tenant, entries("before", 3))
         seen = await client.logs(3, within=5)

@@ -29,7 +29,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from shared.settings import Settings
 from tests.conftest import clone_database, drop_database, drop_keys
-from tests.processes import REPO, Service, free_port, service_env
+from tests.processes import REPO, Service, free_port, service_env, wait_ready
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS_DIR", REPO / "test-artifacts" / "ui"))
@@ -154,17 +154,6 @@ def _make_tenant(url: str, name: str) -> Tenant:
     return Tenant(tenant_id, made["key"], key_id=made["id"])
 
 
-def _wait_ready(gateway: Service, url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert gateway.running(), gateway.output()[-3000:]
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"gateway not ready: {gateway.output()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def explorer(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -190,7 +179,7 @@ def explorer(
             Service("services.writer", env, logs),
         ):
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(gateway, url)
+            wait_ready(gateway, url)
             ui = Explorer(url, settings, *(_make_tenant(url, n) for n in ("ui-a", "ui-b", "ui-c")))
             now = datetime.now(UTC)
             ui.post(ui.a, _tenant_a_entries(now))
@@ -317,7 +306,7 @@ def test_trusted_header_mode_signs_in_with_a_tenant_id(
     settings = replace(explorer.settings, auth_mode="trusted_header", server_port=port)
     with Service("services.gateway", service_env(settings), tmp_path) as gateway:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(gateway, url)
+        wait_ready(gateway, url)
         page.goto(url + "/")
         page.fill("#signin-tenant", str(explorer.a.id))
         page.click("button:text('Sign in')")
