@@ -40,23 +40,33 @@ def provide_ingestor(gateway: NamedDependency[GatewayState]) -> Ingestor:
     return Ingestor(gateway.settings, gateway.credentials, gateway.rate_limiter, gateway.enqueuer)
 
 
+async def read_body(
+    request: Request[Any, Any, Any], caller: Caller, ingestor: Ingestor
+) -> tuple[IngestLimits, bytes, str | None]:
+    """What every ingest route reads first, once the caller may ingest: the tenant's
+    limits, the body as sent (counted, within the tenant's body limit) and the
+    Idempotency-Key."""
+    tenant = await ingestor.limits_of(caller.tenant_id)
+    body = await request.body()
+    INGEST_BYTES.inc(len(body))
+    tenant.check_body(len(body))
+    return tenant, body, idempotency_key(request.headers.get("idempotency-key"))
+
+
 async def _read(
     request: Request[Any, Any, Any], caller: Caller, ingestor: Ingestor
 ) -> tuple[IngestLimits, bytes, str | None]:
     """The tenant's limits, the body (within them, decompressed) and the Idempotency-Key."""
     caller.require("ingest")
-    tenant = await ingestor.limits_of(caller.tenant_id)
-    body = await request.body()
-    INGEST_BYTES.inc(len(body))
-    tenant.check_body(len(body))
+    tenant, body, idem_key = await read_body(request, caller, ingestor)
     # Clients gzip their batches (clients/python does); the tenant's body limit bounds the
     # decompressed body as it bounds a plain one.
     encoding = content_encoding(request.headers.get("content-encoding"), _ENCODINGS)
-    body = decompress(body, encoding, tenant.limits.max_body_bytes)
-    return tenant, body, idempotency_key(request.headers.get("idempotency-key"))
+    return tenant, decompress(body, encoding, tenant.limits.max_body_bytes), idem_key
 
 
-def _answer(accepted: Accepted) -> Response[bytes]:
+def answer_accepted(accepted: Accepted) -> Response[bytes]:
+    """202 with the accepted request's body, marked when it replays an earlier one."""
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
     return Response(accepted.body, status_code=202, media_type="application/json", headers=headers)
 
@@ -89,7 +99,7 @@ class IngestController(Controller):
         ingestor: NamedDependency[Ingestor],
     ) -> Response[bytes]:
         tenant, body, idem_key = await _read(request, caller, ingestor)
-        return _answer(await ingestor.one(tenant, body, decode_single(body), idem_key))
+        return answer_accepted(await ingestor.one(tenant, body, decode_single(body), idem_key))
 
     @post(
         "/batch",
@@ -108,4 +118,4 @@ class IngestController(Controller):
     ) -> Response[bytes]:
         tenant, body, idem_key = await _read(request, caller, ingestor)
         entries = decode_batch_body(body, ingestor.settings.max_batch_entries)
-        return _answer(await ingestor.batch(tenant, body, entries, idem_key))
+        return answer_accepted(await ingestor.batch(tenant, body, entries, idem_key))

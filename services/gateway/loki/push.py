@@ -32,9 +32,8 @@ from services.gateway.auth import OPENAPI_SECURITY, Caller, require_named_tenant
 from services.gateway.content_type import MEDIA_TYPES_OPT
 from services.gateway.ingest.accept import Ingestor
 from services.gateway.ingest.compression import content_encoding, decompress, snappy_block
-from services.gateway.ingest.decoding import idempotency_key
 from services.gateway.ingest.limits import IngestLimits
-from services.gateway.ingest.routes import INGEST_DEPENDENCIES
+from services.gateway.ingest.routes import INGEST_DEPENDENCIES, read_body
 from services.gateway.ingest.translated import as_raw
 from services.gateway.loki.answers import TEXT, pushed, refused
 from services.gateway.loki.decoding import (
@@ -47,7 +46,6 @@ from services.gateway.loki.decoding import (
 )
 from services.gateway.loki.labels import LabelMapping
 from services.gateway.loki.translate import Translator
-from services.gateway.metrics import INGEST_BYTES
 from services.gateway.openapi import OwnErrorShape, json_schema
 from shared.errors import ValidationFailed
 from shared.settings import Settings
@@ -157,12 +155,8 @@ async def push_logs(
 ) -> Response[bytes]:
     caller.require("ingest")
     require_named_tenant(request, caller)
-    tenant = await ingestor.limits_of(caller.tenant_id)
     encoding = content_encoding(request.headers.get("content-encoding"))
-    idem_key = idempotency_key(request.headers.get("idempotency-key"))
-    body = await request.body()
-    INGEST_BYTES.inc(len(body))
-    tenant.check_body(len(body))
+    tenant, body, idem_key = await read_body(request, caller, ingestor)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     return await accept_push(
         ingestor,

@@ -27,10 +27,8 @@ from services.gateway.auth import OPENAPI_SECURITY, Caller
 from services.gateway.content_type import MEDIA_TYPES_OPT
 from services.gateway.ingest.accept import IngestAnswer, Ingestor
 from services.gateway.ingest.compression import content_encoding, decompress
-from services.gateway.ingest.decoding import idempotency_key
 from services.gateway.ingest.levels import level_name
-from services.gateway.ingest.routes import INGEST_DEPENDENCIES
-from services.gateway.metrics import INGEST_BYTES
+from services.gateway.ingest.routes import INGEST_DEPENDENCIES, answer_accepted, read_body
 from services.gateway.ndjson.accept import accept_ndjson
 from services.gateway.ndjson.mapping import FieldNames
 from shared.errors import BadRequest
@@ -146,13 +144,7 @@ async def ingest_ndjson(
     names = field_names(
         msg_field, time_field, level_field, service_field, default_service, default_level
     )
-    tenant = await ingestor.limits_of(caller.tenant_id)
     encoding = content_encoding(request.headers.get("content-encoding"))
-    idem_key = idempotency_key(request.headers.get("idempotency-key"))
-    body = await request.body()
-    INGEST_BYTES.inc(len(body))
-    tenant.check_body(len(body))
+    tenant, body, idem_key = await read_body(request, caller, ingestor)
     data = decompress(body, encoding, tenant.limits.max_body_bytes)
-    accepted = await accept_ndjson(ingestor, tenant, data, names, idem_key)
-    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
-    return Response(accepted.body, status_code=202, media_type="application/json", headers=headers)
+    return answer_accepted(await accept_ndjson(ingestor, tenant, data, names, idem_key))

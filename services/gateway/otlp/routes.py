@@ -29,9 +29,7 @@ from litestar.types import ExceptionHandlersMap
 from services.gateway.auth import OPENAPI_SECURITY, Caller, require_named_tenant
 from services.gateway.content_type import MEDIA_TYPES_OPT
 from services.gateway.ingest.accept import Ingestor
-from services.gateway.ingest.decoding import idempotency_key
-from services.gateway.ingest.routes import INGEST_DEPENDENCIES
-from services.gateway.metrics import INGEST_BYTES
+from services.gateway.ingest.routes import INGEST_DEPENDENCIES, read_body
 from services.gateway.openapi import OwnErrorShape, json_schema
 from services.gateway.otlp import responses
 from services.gateway.otlp.body import JSON, MEDIA_TYPES, PROTOBUF, decoded_body, encoding_of
@@ -132,11 +130,7 @@ async def export_logs(
     encoding = encoding_of(request.headers.get("content-type"))
     if encoding is None:  # the guard let only MEDIA_TYPES through
         raise UnsupportedMediaType(f"send one of {', '.join(MEDIA_TYPES)}")
-    tenant = await ingestor.limits_of(caller.tenant_id)
-    idem_key = idempotency_key(request.headers.get("idempotency-key"))
-    body = await request.body()
-    INGEST_BYTES.inc(len(body))
-    tenant.check_body(len(body))
+    tenant, body, idem_key = await read_body(request, caller, ingestor)
     limit = tenant.limits.max_body_bytes
     data = decoded_body(body, request.headers.get("content-encoding"), limit)
     return await accept_export(ingestor, tenant, encoding, data, idem_key)
