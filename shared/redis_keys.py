@@ -47,6 +47,11 @@ class RedisKeys:
         """One cached query answer; tenant and kind in clear, to count or drop them."""
         return f"{self.prefix}:qcache:{tenant}:{kind}:{digest}"
 
+    def kept_hour(self, tenant: str, digest: str, hour: int) -> str:
+        """One past hour's counts for one raw-counted question (shared/kept_hours.py);
+        `hour`: its start in Unix seconds."""
+        return f"{self.prefix}:hours:{tenant}:{digest}:{hour}"
+
     @property
     def evaluator_queue(self) -> str:
         """The alert evaluator's arq queue (a sorted set of due round jobs); arq names its

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from psycopg import AsyncConnection, sql
 from shared.compaction import WATERMARK_SQL, watermark_of
 from shared.db import Statement
 from shared.filters import CompiledFilter, where_sql
+from shared.kept_hours import KeptHours
 from shared.model import Level
 
 MINUTE = timedelta(minutes=1)
@@ -236,11 +237,17 @@ async def count_groups(
     tenant_id: uuid.UUID,
     f: CompiledFilter,
     dims: Sequence[Dimension],
+    kept: KeptHours | None = None,
 ) -> tuple[list[Group], bool]:
     """Counts per combination of `dims` over f's window, with first and last times;
-    returns the groups and whether rollups answered. Small results only (no buckets)."""
+    returns the groups and whether rollups answered. Small results only (no buckets).
+    `kept`: where a raw count keeps its whole past hours (shared/kept_hours.py)."""
     start, end = _window(f)
     rollups = f.uses_only_rollup_dimensions and ROLLUP_DIMENSIONS.issuperset(dims)
+    if not rollups and kept is not None:
+        kept_rows = await raw_rows(conn, tenant_id, f, dims, None, kept)
+        if kept_rows is not None:
+            return _groups(kept_rows, len(dims)), False
     spans = plan_spans(
         start,
         end,
@@ -252,16 +259,22 @@ async def count_groups(
         return [], rollups
     query = spans_statement(tenant_id, f, spans, dims, None)
     cur = await conn.execute(query.query, query.params, prepare=False)
+    return _groups(await cur.fetchall(), len(dims)), rollups
+
+
+def _groups(rows: Sequence[Sequence[Any]], dims: int) -> list[Group]:
+    """spans_statement's rows (bucket, *dims, n, first, last, step seconds) summed per
+    group of the dimensions."""
     groups: dict[tuple[Any, ...], Group] = {}
-    for row in await cur.fetchall():
-        key = tuple(row[1 : 1 + len(dims)])
-        n, first, last, seconds = row[1 + len(dims) :]
+    for row in rows:
+        key = tuple(row[1 : 1 + dims])
+        n, first, last, seconds = row[1 + dims :]
         step = timedelta(seconds=seconds)
         if key in groups:
             groups[key].add(int(n), first, last, step)
         else:
             groups[key] = Group(key, int(n), first, step, last, step)
-    return [g for g in groups.values() if g.count > 0], rollups
+    return [g for g in groups.values() if g.count > 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,13 +300,18 @@ async def count_buckets(
     interval: timedelta,
     *,
     by_service: bool,
+    kept: KeptHours | None = None,
 ) -> tuple[list[BucketCounts], bool]:
     """Counts per time bucket (date_bin of `interval`, UTC), per level and optionally
     per service, over f's window, in bucket order; and whether rollups answered. Only
-    buckets with entries are returned."""
+    buckets with entries are returned. `kept` as for count_groups."""
     start, end = _window(f)
     rollups = f.uses_only_rollup_dimensions
     dims = ("service_name", "level") if by_service else ("level",)
+    if not rollups and kept is not None:
+        kept_rows = await raw_rows(conn, tenant_id, f, dims, interval, kept)
+        if kept_rows is not None:
+            return _pivoted(kept_rows, interval, by_service=by_service), False
     spans = plan_spans(
         start,
         end,
@@ -317,6 +335,121 @@ async def count_buckets(
     if by_service:
         return [BucketCounts(r[0], r[1], tuple(r[2:])) for r in rows], rollups
     return [BucketCounts(r[0], None, tuple(r[1:])) for r in rows], rollups
+
+
+# A raw count keeps its whole past hours only when it spans at least this many: fewer
+# are cheap to count, and not worth the reads and writes of the store.
+KEEP_FROM_HOURS = 3
+
+
+async def raw_rows(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    dims: Sequence[Dimension],
+    bucket: timedelta | None,
+    kept: KeptHours,
+) -> list[tuple[Any, ...]] | None:
+    """A raw count over f's window as spans_statement's rows (sub-bucket, *dims, n,
+    first, last, 0), with each whole past hour taken from `kept` while its fingerprint
+    (the tenant's row count in that hour or day, from the rollups) holds, and the rest
+    counted:
+    the partial hours at the edges, the current hour, and the hours not kept or changed
+    since. The sub-bucket is `bucket` when it is at most an hour (so that every row lies
+    in one hour), else the hour. None when the window spans too few past hours."""
+    start, end = _window(f)
+    first = ceil_to(start, HOUR)
+    last = min(floor_to(end, HOUR), floor_to(datetime.now(UTC), HOUR))
+    if not kept.enabled or last - first < KEEP_FROM_HOURS * HOUR:
+        return None
+    hours = [first + HOUR * i for i in range(int((last - first) / HOUR))]
+    # Read before the rows: a row committed in between is then counted below but not in
+    # the fingerprint kept with it, so the hour is counted again next time. The other
+    # order could keep a count that misses that row under a fingerprint that has it.
+    fingerprints = await _hour_fingerprints(conn, tenant_id, first, last)
+    sub = bucket if bucket is not None and bucket <= HOUR else HOUR
+    question = {"filter": asdict(replace(f, start=None, end=None)), "dims": list(dims), "sub": sub}
+    keys = kept.keys_of(tenant_id, question, hours)
+    rows: list[tuple[Any, ...]] = []
+    missing: list[int] = []  # indexes into hours
+    for i, found in enumerate(await kept.get(keys)):
+        fingerprint = fingerprints.get(hours[i], 0)
+        if found is not None and found[0] == fingerprint:
+            rows.extend(found[1])
+        elif fingerprint:  # an hour without rows has nothing to count or keep
+            missing.append(i)
+    pieces = [(start, first), *_runs([hours[i] for i in missing]), (last, end)]
+    spans = [Span(Source.RAW, lo, hi) for lo, hi in pieces if lo < hi]
+    if not spans:
+        return rows
+    query = spans_statement(tenant_id, f, spans, dims, sub)
+    cur = await conn.execute(query.query, query.params, prepare=False)
+    counted = [tuple(row) for row in await cur.fetchall()]
+    per_hour: dict[datetime, list[tuple[Any, ...]]] = {hours[i]: [] for i in missing}
+    for row in counted:
+        kept_rows = per_hour.get(floor_to(row[0], HOUR))
+        if kept_rows is not None:
+            kept_rows.append(row)
+    await kept.put({keys[i]: (fingerprints[hours[i]], per_hour[hours[i]]) for i in missing})
+    return rows + counted
+
+
+def _runs(hours: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
+    """Consecutive hours joined into [lo, hi) ranges: one SELECT each."""
+    runs: list[tuple[datetime, datetime]] = []
+    for hour in hours:
+        if runs and runs[-1][1] == hour:
+            runs[-1] = (runs[-1][0], hour + HOUR)
+        else:
+            runs.append((hour, hour + HOUR))
+    return runs
+
+
+async def _hour_fingerprints(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, first: datetime, last: datetime
+) -> dict[datetime, int]:
+    """Each hour of [first, last) with the tenant's rows: its row count, from the
+    rollups; or, inside a whole day the rollups hold as one cell, that day's count,
+    negated (an hour never has a negative count, so the two never match). Reading the
+    day cells rather than 24 hour cells each makes this a few milliseconds over a week; a
+    late entry then counts its whole day again, once."""
+    spans = plan_spans(
+        first,
+        last,
+        rollups=True,
+        minutes=Source.LEVEL_MINUTE,
+        compacted_until=await compacted_until(conn),
+    )
+    query = spans_statement(tenant_id, CompiledFilter(), spans, (), HOUR)
+    cur = await conn.execute(query.query, query.params, prepare=False)
+    counts: dict[datetime, int] = {}
+    for cell, n, _, _, step in await cur.fetchall():
+        if step == DAY.total_seconds():
+            for hour in range(24):
+                counts[cell + HOUR * hour] = -int(n) - 1
+        else:
+            counts[cell] = counts.get(cell, 0) + int(n)
+    return counts
+
+
+_LEVEL_INDEX = {int(level): i for i, level in enumerate(Level)}
+
+
+def _pivoted(
+    rows: Sequence[Sequence[Any]], interval: timedelta, *, by_service: bool
+) -> list[BucketCounts]:
+    """raw_rows' rows (sub-bucket, [service,] level, n, ...) as count_buckets answers:
+    one BucketCounts per bucket (and service), in order."""
+    cells: dict[tuple[datetime, str | None], list[int]] = {}
+    for row in rows:
+        service = row[1] if by_service else None
+        level = row[2] if by_service else row[1]
+        cell = cells.setdefault((floor_to(row[0], interval), service), [0] * len(_LEVEL_INDEX))
+        cell[_LEVEL_INDEX[level]] += int(row[3] if by_service else row[2])
+    return [
+        BucketCounts(time, service, tuple(levels))  # type: ignore[arg-type]
+        for (time, service), levels in sorted(cells.items())
+    ]
 
 
 async def narrow(

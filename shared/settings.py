@@ -215,6 +215,10 @@ class Settings:
         "QUERY_CACHE_INGEST_LAG_SECONDS", 120, _int(0, 86_400)
     )
     query_cache_timeout_ms: int = _env("QUERY_CACHE_TIMEOUT_MS", 100, _int(1, 10_000))
+    # Counts the rollups cannot answer (a search over days) keep each whole past hour's
+    # counts in Redis this long (0 = never; shared/kept_hours.py). Checked against the
+    # rollups on every use, so late entries and retention never make them wrong.
+    search_count_keep_seconds: int = _env("SEARCH_COUNT_KEEP_SECONDS", 86_400, _int(0, 31 * 86_400))
     # Query API (issue 3, log queries): at most QUERY_CONCURRENCY queries of all tenants
     # run at once per gateway process (keep it below DB_POOL_MAX); a query waits up to
     # QUERY_QUEUE_WAIT_MS for a slot and runs at most QUERY_TIMEOUT_MS, else 503.

@@ -30,6 +30,7 @@ from services.gateway.query.guard import QueryGuard, TenantQuerySlots
 from services.gateway.tail.catchup import TailReader
 from services.gateway.tail.hub import TailHub
 from shared.db import make_pool
+from shared.kept_hours import KeptHours
 from shared.redis_conn import make_redis
 from shared.settings import Settings
 from shared.streams import Enqueuer
@@ -64,6 +65,7 @@ class GatewayState:
     redis: Redis
     enqueuer: Enqueuer
     query_cache: QueryCache
+    kept_hours: KeptHours
     credentials: Credentials
     rate_limiter: RateLimiter
     query_guard: QueryGuard
@@ -86,6 +88,8 @@ async def open_state(settings: Settings) -> AsyncIterator[GatewayState]:
         stack.push_async_callback(redis.aclose)
         query_cache = QueryCache.from_settings(settings)
         stack.push_async_callback(query_cache.aclose)
+        kept_hours = KeptHours.from_settings(settings)
+        stack.push_async_callback(kept_hours.aclose)
         tail_redis = make_redis(settings, blocking=True)
         stack.push_async_callback(tail_redis.aclose)
         reader = TailReader(pool, concurrency=max(1, settings.db_pool_max // 2))
@@ -101,6 +105,7 @@ async def open_state(settings: Settings) -> AsyncIterator[GatewayState]:
             redis=redis,
             enqueuer=Enqueuer(redis, settings),
             query_cache=query_cache,
+            kept_hours=kept_hours,
             credentials=Credentials(pool, settings),
             rate_limiter=RateLimiter(redis, settings),
             query_guard=QueryGuard.from_settings(pool, settings),

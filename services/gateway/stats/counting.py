@@ -22,6 +22,7 @@ from services.gateway.stats.models import (
 from services.gateway.stats.windows import INTERVALS, Interval, Window, bucket_times
 from shared import rollups
 from shared.filters import CompiledFilter
+from shared.kept_hours import KeptHours
 from shared.model import LEVEL_NAMES, Level
 
 
@@ -56,11 +57,13 @@ async def _edge(
     return exact or coarse
 
 
-async def compute_stats(guard: QueryGuard, tenant_id: uuid.UUID, w: Window) -> StatsOut:
+async def compute_stats(
+    guard: QueryGuard, tenant_id: uuid.UUID, w: Window, kept: KeptHours | None = None
+) -> StatsOut:
     f = w.counted
     async with guard.read(tenant_id) as conn:
         groups, used_rollups = await rollups.count_groups(
-            conn, tenant_id, f, ("service_name", "level")
+            conn, tenant_id, f, ("service_name", "level"), kept
         )
         first_ts = await _edge(conn, tenant_id, f, groups, newest=False)
         last_ts = await _edge(conn, tenant_id, f, groups, newest=True)
@@ -88,11 +91,12 @@ async def compute_aggregate(
     w: Window,
     interval_name: Interval,
     group_by: Literal["service"] | None,
+    kept: KeptHours | None = None,
 ) -> AggregateOut:
     interval = INTERVALS[interval_name]
     async with guard.read(tenant_id) as conn:
         rows, used_rollups = await rollups.count_buckets(
-            conn, tenant_id, w.counted, interval, by_service=group_by == "service"
+            conn, tenant_id, w.counted, interval, by_service=group_by == "service", kept=kept
         )
     if group_by == "service":
         buckets = [
@@ -123,11 +127,15 @@ async def compute_aggregate(
     )
 
 
-async def compute_services(guard: QueryGuard, tenant_id: uuid.UUID, w: Window) -> ServicesOut:
+async def compute_services(
+    guard: QueryGuard, tenant_id: uuid.UUID, w: Window, kept: KeptHours | None = None
+) -> ServicesOut:
     f = w.counted
     services = []
     async with guard.read(tenant_id) as conn:
-        groups, used_rollups = await rollups.count_groups(conn, tenant_id, f, ("service_name",))
+        groups, used_rollups = await rollups.count_groups(
+            conn, tenant_id, f, ("service_name",), kept
+        )
         for g in sorted(groups, key=lambda g: g.key[0]):
             last_seen = rollups.floor_to(g.last, rollups.MINUTE)
             if g.last_step > rollups.MINUTE:

@@ -134,7 +134,7 @@ class StatsController(Controller):
         w = Window.of(log_filter, gateway.settings, STATS_WINDOW)
         return await _cached(
             request, gateway, caller, "stats", w,
-            lambda: compute_stats(gateway.query_guard, caller.tenant_id, w),
+            lambda: compute_stats(gateway.query_guard, caller.tenant_id, w, gateway.kept_hours),
             default_window=STATS_WINDOW.total_seconds(),
         )  # fmt: skip
 
@@ -160,7 +160,8 @@ class StatsController(Controller):
         return await _cached(
             request, gateway, caller, "aggregate", w,
             lambda: compute_aggregate(
-                gateway.query_guard, caller.tenant_id, w, data.interval, data.group_by
+                gateway.query_guard, caller.tenant_id, w, data.interval, data.group_by,
+                gateway.kept_hours,
             ),
             default_window=STATS_WINDOW.total_seconds(),
             interval=data.interval,
@@ -188,7 +189,7 @@ class StatsController(Controller):
         w = Window.of(log_filter, gateway.settings, window)
         return await _cached(
             request, gateway, caller, "services", w,
-            lambda: compute_services(gateway.query_guard, caller.tenant_id, w),
+            lambda: compute_services(gateway.query_guard, caller.tenant_id, w, gateway.kept_hours),
             default_window=window.total_seconds(),
         )  # fmt: skip
 
