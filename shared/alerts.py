@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from shared import rollups
 from shared.errors import FieldError, ValidationFailed
 from shared.filters import CompiledFilter, LogFilter, compile_filter
+from shared.kept_hours import KeptHours
 from shared.model import Level
 
 Severity = Literal["info", "warning", "critical"]
@@ -194,11 +195,15 @@ def _group_key(fields: tuple[GroupField, ...], values: tuple[Any, ...]) -> Group
     return key
 
 
-async def count_rule(conn: AsyncConnection[Any], rule: AlertRule, window: Window) -> RuleCount:
+async def count_rule(
+    conn: AsyncConnection[Any], rule: AlertRule, window: Window, kept: KeptHours | None = None
+) -> RuleCount:
     """Count the rule's matches in `window`, per group, on a connection in the rule's
     tenant scope (shared/db.py, tenant_scope)."""
     compiled = replace(compile_filter(rule.filter), start=window.start, end=window.end)
-    groups, from_rollups = await rollups.count_groups(conn, rule.tenant_id, compiled, rule.group_by)
+    groups, from_rollups = await rollups.count_groups(
+        conn, rule.tenant_id, compiled, rule.group_by, kept
+    )
     merged: dict[str, tuple[GroupKey, int]] = {}
     for g in groups:
         key = _group_key(rule.group_by, g.key)

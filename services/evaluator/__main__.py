@@ -18,6 +18,7 @@ from services.evaluator.runner import RoundRunner
 from services.evaluator.scheduler import run_scheduler
 from services.evaluator.sender import run_sender
 from shared.db import make_pool
+from shared.kept_hours import KeptHours
 from shared.lifecycle import stop_on_signals
 from shared.logsetup import start_process
 from shared.metrics import EVALUATOR_OFFSET, serve_worker_metrics
@@ -48,15 +49,22 @@ async def run(settings: Settings) -> None:
     )
     await pool.open(wait=False)
     redis = make_redis(settings)
+    kept_hours = KeptHours.from_settings(settings)
     wake = asyncio.Event()
     deps = RoundDeps(
-        settings, pool, redis, RedisKeys.from_settings(settings), concurrency=concurrency
+        settings,
+        pool,
+        redis,
+        RedisKeys.from_settings(settings),
+        concurrency=concurrency,
+        kept_hours=kept_hours,
     )
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(run_scheduler(settings, RoundRunner(deps, wake), stop))
             tasks.create_task(run_sender(settings, pool, stop, wake))
     finally:
+        await kept_hours.aclose()
         await redis.aclose()
         await pool.close()
     log.info("evaluator stopped")

@@ -6,10 +6,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from shared.alerts import AlertRule, RuleCount, Window, count_rule
 from shared.db import tenant_scope
+from shared.kept_hours import KeptHours
 
 
 async def count_window(
-    pool: AsyncConnectionPool, rule: AlertRule, window: Window, timeout_ms: int
+    pool: AsyncConnectionPool,
+    rule: AlertRule,
+    window: Window,
+    timeout_ms: int,
+    kept: KeptHours | None = None,
 ) -> RuleCount:
     """The rule's count per group in `window`, read inside the rule's tenant scope (row-
     level security behind the tenant predicate) and bounded like an API query
@@ -17,4 +22,4 @@ async def count_window(
     the other rules wait for."""
     async with tenant_scope(pool, rule.tenant_id) as conn:
         await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{timeout_ms}ms",))
-        return await count_rule(conn, rule, window)
+        return await count_rule(conn, rule, window, kept)

@@ -36,6 +36,7 @@ from services.evaluator.outcome import (
 from services.evaluator.schedule import tick_of
 from shared.alerts import AlertRule, Window
 from shared.errors import ValidationFailed
+from shared.kept_hours import KeptHours
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from shared.streams import committed_watermark
@@ -61,6 +62,8 @@ class RoundDeps:
     keys: RedisKeys
     concurrency: int = MAX_CONCURRENCY
     claim_batch: int = CLAIM_BATCH
+    # Rules with a search over hours reuse the hours counted before (shared/kept_hours.py).
+    kept_hours: KeptHours | None = None
     failing: set[uuid.UUID] = field(default_factory=set)
 
     @property
@@ -183,7 +186,9 @@ async def _evaluate_claimed(
 ) -> None:
     window = Window.ending_at(watermark, rule.window_mins)
     try:
-        counted = await count_window(deps.pool, rule, window, deps.settings.query_timeout_ms)
+        counted = await count_window(
+            deps.pool, rule, window, deps.settings.query_timeout_ms, deps.kept_hours
+        )
         async with deps.pool.connection() as conn:
             outcome = await store_outcome(
                 conn, rule, Observation(counted, watermark, now, tick), deps.public_url
