@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run migrate restore test lint format bench bench-ingest bench-query bench-tail bench-alerts bench-retention bench-protocols bench-tracing bench-loki dev-up docker-build clean
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+# The C extension (services/gateway/wire/) is built in place by the editable install.
+$(STAMP): pyproject.toml clients/python/pyproject.toml services/gateway/wire/_protowire.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

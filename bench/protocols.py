@@ -62,7 +62,7 @@ from services.gateway.ndjson.accept import entries_of
 from services.gateway.ndjson.mapping import FieldNames
 from services.gateway.ndjson.records import read_records
 from services.gateway.otlp.decoding import from_protobuf, parse_protobuf
-from services.gateway.otlp.mapping import entry_of, origin_of
+from services.gateway.otlp.mapping import entry_of, origin_of, time_of
 from shared.settings import Settings
 from tests.datagen import load_gen_logs
 from tests.loki_client import protobuf_body as loki_protobuf_body
@@ -167,8 +167,8 @@ _GENERATED_ORIGINS: dict[tuple[bytes, str], Any] = {}
 
 
 def otlp_generated_decode(body: bytes, limits: Limits) -> list[Any]:
-    """The same translation over opentelemetry-proto's generated classes: what the wire
-    view (services/gateway/otlp/wire.py) is measured against."""
+    """The same translation over opentelemetry-proto's generated classes: what the C
+    reader (services/gateway/wire/) is measured against."""
     out = []
     for resource_logs in ExportLogsServiceRequest.FromString(body).resource_logs:
         # Origins cached as the gateway caches them (by the resource's bytes).
@@ -186,8 +186,7 @@ def otlp_generated_decode(body: bytes, limits: Limits) -> list[Any]:
                     entry_of(
                         origin,
                         {kv.key: _generated_value(kv.value) for kv in record.attributes},
-                        time_unix_nano=record.time_unix_nano,
-                        observed_unix_nano=record.observed_time_unix_nano,
+                        timestamp=time_of(record.time_unix_nano, record.observed_time_unix_nano),
                         severity_number=record.severity_number,
                         severity_text=record.severity_text,
                         body=_generated_value(record.body),

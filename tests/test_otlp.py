@@ -272,6 +272,9 @@ async def test_refused_records_are_counted_in_partial_success_the_others_stored(
         {"time_unix_nano": NOW_NS, "severity_text": "LOUD", "body": "unknown level"},
         {"observed_time_unix_nano": NOW_NS, "severity_text": "notice", "body": "kept two"},
         {"time_unix_nano": NOW_NS, "severity_number": 17, "body": ""},
+        {"time_unix_nano": NOW_NS, "severity_number": 9, "body": "nul \x00 inside"},
+        {"time_unix_nano": NOW_NS, "severity_number": 9, "body": "nul in metadata",
+         "attributes": {"k": "v\x00"}},
     )  # fmt: skip
     if encoding == "json":
         body, content_type = _as_json(request), JSON
@@ -288,9 +291,11 @@ async def test_refused_records_are_counted_in_partial_success_the_others_stored(
         answer = ExportLogsServiceResponse.FromString(response.content)
         rejected = answer.partial_success.rejected_log_records
         message = answer.partial_success.error_message
-    assert rejected == 2
+    assert rejected == 4
     assert "log record 1: level: unknown level 'LOUD'" in message, message
     assert "log record 3: message: must not be empty" in message, message
+    assert "log record 4: message: must not contain NUL characters" in message, message
+    assert "log record 5: metadata" in message, message
     rows = await otlp.stored(tenant, 2)
     first, second = sorted(rows, key=lambda r: r["message"])
     assert (first["message"], first["level"], first["source"]) == ("kept one", 2, "a.py:7")

@@ -33,6 +33,27 @@ def _text_bounds() -> dict[str, tuple[int, int | None]]:
 
 
 TEXT_BOUNDS = _text_bounds()
+
+# Translators build LogEntryIn with positional arguments, in this order: per entry,
+# keywords cost several times as much. The order is checked here, once, at import.
+ENTRY_FIELDS = (
+    "service_name",
+    "level",
+    "message",
+    "id",
+    "tenant_id",
+    "timestamp",
+    "trace_id",
+    "span_id",
+    "user_id",
+    "request_id",
+    "metadata",
+    "source",
+    "host",
+    "environment",
+)
+if LogEntryIn.__struct_fields__ != ENTRY_FIELDS:
+    raise ImportError(f"LogEntryIn's fields are now {LogEntryIn.__struct_fields__}")
 _encoder = msgspec.json.Encoder()
 
 

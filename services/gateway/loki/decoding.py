@@ -8,14 +8,17 @@ A body that does not decode is refused whole (400), as Loki refuses it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from google.protobuf.message import DecodeError
 
-from services.gateway.loki.proto import PushRequest
-from services.gateway.loki.translate import LabelPair, Translator, stream_of, stream_of_text
+from services.gateway.ingest.translated import from_micros
+from services.gateway.loki.translate import Translator, stream_of, stream_of_text
+from services.gateway.wire._protowire import loki_push
 from shared.errors import BadRequest
+
+if TYPE_CHECKING:
+    from services.gateway.wire._protowire import LokiEntry
 
 JSON_MEDIA_TYPE = "application/json"
 PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
@@ -62,10 +65,14 @@ class _JsonPush:
             labels = stream.stream
             text = "{" + ", ".join(f'{name}="{value}"' for name, value in labels.items()) + "}"
             translator.stream(stream_of(labels, translator.mapping), text, len(stream.values))
+            entries = []
             for e, value in enumerate(stream.values):
                 micros, line, structured = _json_value(value, s, e)
-                pairs = [LabelPair(k, v) for k, v in structured.items()] if structured else None
-                translator.entry(micros, line, pairs)
+                flat = (
+                    [text for pair in structured.items() for text in pair] if structured else None
+                )
+                entries.append((from_micros(micros), line, flat))
+            translator.entries(entries)
 
 
 def _json_value(value: list[Any], s: int, e: int) -> tuple[int, str, dict[str, str] | None]:
@@ -89,31 +96,21 @@ def _json_value(value: list[Any], s: int, e: int) -> tuple[int, str, dict[str, s
 
 
 class _ProtobufPush:
-    def __init__(self, request: Any, may_hold_nul: bool) -> None:
-        self.request = request
+    def __init__(self, streams: list[tuple[str, list[LokiEntry]]], may_hold_nul: bool) -> None:
+        self.streams = streams
         # Text is stored as its UTF-8 bytes, so a NUL in any string is a zero byte of
         # the body. Without any, nothing needs checking (a zero byte elsewhere, e.g. an
         # empty message, only makes the translator check each string).
         self.may_hold_nul = may_hold_nul
 
     def total(self) -> int:
-        return sum(len(stream.entries) for stream in self.request.streams)
+        return sum(len(entries) for _, entries in self.streams)
 
     def translate(self, translator: Translator) -> None:
-        entry = translator.entry
         mapping = translator.mapping
-        for stream in self.request.streams:
-            entries = stream.entries
-            labels = stream.labels
+        for labels, entries in self.streams:
             translator.stream(stream_of_text(labels, mapping), labels, len(entries))
-            for item in entries:
-                stamp = item.timestamp
-                pairs = item.structuredMetadata
-                entry(
-                    stamp.seconds * 1_000_000 + stamp.nanos // 1000,
-                    item.line,
-                    pairs if pairs else None,
-                )
+            translator.entries(entries)
 
 
 def decode_json(data: bytes) -> Push:
@@ -128,9 +125,9 @@ def decode_json(data: bytes) -> Push:
 
 
 def decode_protobuf(data: bytes) -> Push:
-    """`data` is the snappy-decoded body. The protobuf parser refuses truncated
-    messages, wrong wire types and strings that are not UTF-8."""
+    """`data` is the snappy-decoded body, walked by the C reader (services/gateway/wire/),
+    which refuses truncated messages, invalid wire types and strings that are not UTF-8."""
     try:
-        return _ProtobufPush(PushRequest.FromString(data), b"\x00" in data)
-    except DecodeError as exc:
+        return _ProtobufPush(loki_push(data), b"\x00" in data)
+    except ValueError as exc:
         raise BadRequest(f"the body is not a valid logproto.PushRequest: {exc}") from None

@@ -13,12 +13,13 @@ may hold NUL is decided once per body (`may_hold_nul`), not per string.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import Any
 
 from services.gateway.ingest.levels import level_name
-from services.gateway.ingest.translated import TEXT_BOUNDS, from_micros, metadata_fits, text_fits
+from services.gateway.ingest.translated import ENTRY_FIELDS, TEXT_BOUNDS, metadata_fits, text_fits
 from services.gateway.loki.labels import (
     DEFAULT_LEVEL,
     FIELD_LABELS,
@@ -36,12 +37,19 @@ _FIELD_BOUNDS = {
 }
 
 
-class LabelPair(NamedTuple):
-    """A structured metadata pair, as the protobuf's LabelPairAdapter reads (its
-    messages are handed over as parsed: no copy per pair)."""
+# An entry as the protobuf reader gives it, and as the JSON decoder's are made: its time
+# (from_micros), its line, and its structured metadata flat, (name, value, name, value,
+# ...) in the order sent (None: none).
+Entry = tuple[datetime, str, Sequence[str] | None]
 
-    name: str
-    value: str
+# Where each field an entry's labels or structured metadata fill goes among LogEntryIn's
+# positional arguments (translated.py's ENTRY_FIELDS).
+_LEVEL, _MESSAGE = ENTRY_FIELDS.index("level"), ENTRY_FIELDS.index("message")
+_TIMESTAMP, _METADATA = ENTRY_FIELDS.index("timestamp"), ENTRY_FIELDS.index("metadata")
+_POSITIONS = {
+    target: ENTRY_FIELDS.index(target) for target in {*FIELD_LABELS.values(), "host", "environment"}
+}
+_BOUNDS = {position: _FIELD_BOUNDS[target] for target, position in _POSITIONS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +135,14 @@ class Translator:
         self.out = Translated()
         self._stream: Stream | None = None
         self._level_keys = frozenset(mapping.level)
-        self._field_keys = {
-            **{name: "environment" for name in mapping.environment},
-            **{name: "host" for name in mapping.host},
-            **FIELD_LABELS,
+        # Each name that fills a field → the field's position among LogEntryIn's arguments.
+        self._positions = {
+            name: _POSITIONS[target]
+            for name, target in {
+                **{name: "environment" for name in mapping.environment},
+                **{name: "host" for name in mapping.host},
+                **FIELD_LABELS,
+            }.items()
         }
 
     def stream(self, stream: Stream, text: str, entries: int) -> None:
@@ -139,65 +151,63 @@ class Translator:
         self.out.fits = self.out.fits and stream.fits
         self.out.streams.append((text, entries))
 
-    def entry(self, micros: int, line: str, structured: Iterable[LabelPair] | None) -> None:
-        """One line; `structured` is its structured metadata (protobuf LabelPairAdapters
-        as parsed, or LabelPairs), None when it has none."""
+    def entries(self, entries: Iterable[Entry]) -> None:
+        """The current stream's lines. Runs once per line: what the stream gives every
+        entry is made once, before the loop, as LogEntryIn's arguments."""
         stream = self._stream
-        assert stream is not None, "entry() before stream()"
-        if self.may_hold_nul and "\x00" in line:
-            self.out.fits = False
-        if structured is None:
-            self.out.entries.append(
-                LogEntryIn(
-                    stream.service_name,
-                    stream.level,
-                    line,
-                    timestamp=from_micros(micros),
-                    metadata=stream.metadata,
-                    host=stream.host,
-                    environment=stream.environment,
-                    **stream.fields,
-                )
-            )
-            return
-        level, fields, metadata = self._structured(stream, structured)
-        self.out.entries.append(
-            LogEntryIn(
-                stream.service_name,
-                level,
-                line,
-                timestamp=from_micros(micros),
-                metadata=metadata,
-                **fields,
-            )
-        )
+        assert stream is not None, "entries() before stream()"
+        out = self.out
+        append = out.entries.append
+        check_nul = self.may_hold_nul
+        shared = {
+            **stream.fields,
+            "service_name": stream.service_name,
+            "level": stream.level,
+            "metadata": stream.metadata,
+            "host": stream.host,
+            "environment": stream.environment,
+        }
+        arguments: list[Any] = [shared.get(name) for name in ENTRY_FIELDS]
+        for timestamp, line, structured in entries:
+            arguments[_TIMESTAMP] = timestamp
+            arguments[_MESSAGE] = line
+            if check_nul and "\x00" in line:
+                out.fits = False
+            if structured is None:
+                append(LogEntryIn(*arguments))
+            else:
+                append(LogEntryIn(*self._structured(stream, arguments.copy(), structured)))
 
     def _structured(
-        self, stream: Stream, pairs: Iterable[LabelPair]
-    ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-        """An entry's structured metadata over its stream's labels: a level key (with a
-        name we know) sets the level, id, host and environment keys fill their fields
-        (high-cardinality values belong here rather than in labels), the rest joins the
-        metadata (over a label of the same name)."""
-        level = stream.level
-        fields = {**stream.fields, "host": stream.host, "environment": stream.environment}
+        self, stream: Stream, arguments: list[Any], structured: Sequence[str]
+    ) -> list[Any]:
+        """An entry's structured metadata over its stream's labels (`arguments`, its
+        LogEntryIn's, changed and returned): a level key (with a name we know) sets the
+        level, id, host and environment keys fill their fields (high-cardinality values
+        belong here rather than in labels), the rest joins the metadata (over a label
+        of the same name)."""
+        positions, level_keys = self._positions, self._level_keys
         metadata: dict[str, Any] | None = None
         fits = True
-        for pair in pairs:
-            name, value = pair.name, pair.value
-            target = self._field_keys.get(name)
-            if target is not None and value:
-                fields[target] = value
-                fits = fits and len(value) <= _FIELD_BOUNDS[target]
+        pairs = iter(structured)
+        for name, value in zip(pairs, pairs, strict=True):
+            position = positions.get(name)
+            if position is not None and value:
+                arguments[position] = value
+                if len(value) > _BOUNDS[position]:
+                    fits = False
                 continue
-            if name in self._level_keys and (known := level_name(value)) is not None:
-                level = known
+            if name in level_keys and (known := level_name(value)) is not None:
+                arguments[_LEVEL] = known
                 continue
             if metadata is None:
                 metadata = dict(stream.metadata) if stream.metadata else {}
             metadata[name] = value
+        if metadata is not None:
+            arguments[_METADATA] = metadata
         if self.may_hold_nul:
+            fields = {name: arguments[position] for name, position in _POSITIONS.items()}
             fits = fits and metadata_fits(metadata) and metadata_fits(fields)
         if not fits:
             self.out.fits = False
-        return level, fields, metadata if metadata is not None else stream.metadata
+        return arguments

@@ -34,6 +34,7 @@ DIRECT_FIELDS = (
     "id",
     "tenant_id",
 )
+_DIRECT = frozenset(DIRECT_FIELDS)
 # Below 10^11 a Unix time is seconds (until the year 5138), below 10^14 milliseconds,
 # below 10^17 microseconds, beyond that nanoseconds.
 _SCALES = ((10**11, 1_000_000), (10**14, 1_000), (10**17, 1))
@@ -53,24 +54,34 @@ class FieldNames:
 
 def to_entry(record: dict[str, Any], names: FieldNames) -> dict[str, Any]:
     """The entry as a dict in the seed's shape (validated afterwards as any entry is).
-    `record` is consumed: its fields are moved, not copied."""
+    `record` is consumed: its fields are moved, not copied. Runs once per line: written
+    for speed (the first field name tried inline, the fields present found at once)."""
+    pop = record.pop
     entry: dict[str, Any] = {}
-    message = _take(record, names.message)
+    message = pop(names.message[0], None)
+    if message is None and len(names.message) > 1:
+        message = _take(record, names.message[1:])
     if message is not None:
         entry["message"] = message
-    level = _take(record, names.level)
-    entry["level"] = (level_name(level) or level) if isinstance(level, str) else level
+    level = pop(names.level[0], None)
+    if level is None and len(names.level) > 1:
+        level = _take(record, names.level[1:])
     if level is None:
         entry["level"] = names.default_level
-    service = _take(record, names.service)
+    else:
+        entry["level"] = (level_name(level) or level) if level.__class__ is str else level
+    service = pop(names.service[0], None)
+    if service is None and len(names.service) > 1:
+        service = _take(record, names.service[1:])
     entry["service_name"] = names.default_service if service is None else service
-    stamp = _take(record, names.time)
+    stamp = pop(names.time[0], None)
+    if stamp is None and len(names.time) > 1:
+        stamp = _take(record, names.time[1:])
     if stamp is not None:
         entry["timestamp"] = _time(stamp)
-    for name in DIRECT_FIELDS:
-        if name in record:
-            entry[name] = record.pop(name)
-    nested = record.pop("metadata", None)
+    for name in _DIRECT.intersection(record):
+        entry[name] = pop(name)
+    nested = pop("metadata", None)
     if isinstance(nested, dict):
         record.update(nested)
     elif nested is not None:
@@ -91,6 +102,8 @@ def _take(record: dict[str, Any], names: tuple[str, ...]) -> Any:
 def _time(value: Any) -> Any:
     """A datetime for a Unix time; anything else as it is (RFC 3339 text is parsed, and
     anything else refused, by the entry's validation)."""
+    if value.__class__ is float and -(10**11) < value < 10**11:  # seconds: the usual
+        return from_micros(round(value * 1_000_000))
     digits = isinstance(value, str) and len(value) <= 40 and value.isascii()
     if digits and value.replace(".", "", 1).isdigit():
         value = float(value) if "." in value else int(value)

@@ -11,22 +11,29 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
-from google.protobuf.message import DecodeError
 
 from services.gateway.ingest.validation import Limits
 from services.gateway.otlp.json_model import SEVERITY_NUMBERS, JsonKeyValue, JsonLogsRequest
-from services.gateway.otlp.mapping import Origin, RecordRejected, entry_of, origin_of
-from services.gateway.otlp.values import UndecodableValue, from_json, from_wire
-from services.gateway.otlp.wire import LogsRequest, Resource
+from services.gateway.otlp.mapping import Origin, RecordRejected, entry_of, origin_of, time_of
+from services.gateway.otlp.values import UndecodableValue, from_json
+from services.gateway.wire._protowire import otlp_attributes, otlp_logs
 from shared.errors import FieldError
 from shared.model import LogEntryIn
 
+if TYPE_CHECKING:
+    from services.gateway.wire._protowire import OtlpRecord
+
 _json_request = msgspec.json.Decoder(JsonLogsRequest)
 _TRACE_ID_BYTES, _SPAN_ID_BYTES = 16, 8
-_ZERO_TRACE, _ZERO_SPAN = bytes(_TRACE_ID_BYTES), bytes(_SPAN_ID_BYTES)
+
+# A protobuf request as the C reader gives it: per ScopeLogs, the Resource's raw bytes,
+# the scope's name and how many records it has; then every record (ids already hex and
+# checked, times datetimes); and whether a string of the records or scopes holds NUL.
+WireRequest: TypeAlias = "tuple[list[tuple[bytes, str, int]], list[OtlpRecord], bool]"
 
 
 class UndecodableRequest(ValueError):
@@ -41,71 +48,80 @@ class Translated:
     entries: list[LogEntryIn] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # each entry's record's index
     errors: list[FieldError] = field(default_factory=list)
+    # Whether an entry's text may hold NUL (validation then looks in every field).
+    holds_nul: bool = True
 
     @property
     def records(self) -> int:
         return len(self.entries) + len(self.errors)
 
 
-def count_protobuf(request: Any) -> int:
-    return sum(len(scope.log_records) for rl in request.resource_logs for scope in rl.scope_logs)
-
-
-def parse_protobuf(body: bytes) -> Any:
+def parse_protobuf(body: bytes) -> WireRequest:
+    """A protobuf request, walked by the C reader (services/gateway/wire/): its records
+    by (resource, scope)."""
     try:
-        return LogsRequest.FromString(body)
-    except DecodeError as exc:
-        raise UndecodableRequest(
-            f"the body is not an OTLP ExportLogsServiceRequest: {exc}"
-        ) from None
+        return otlp_logs(body)
+    except ValueError as exc:
+        reason, record = exc.args
+        if record is None:
+            message = f"the body is not an OTLP ExportLogsServiceRequest: {reason}"
+        else:  # a value of that record (an AnyValue, an id) is invalid
+            message = f"log record {record}: {reason}"
+        raise UndecodableRequest(message) from None
 
 
-def from_protobuf(request: Any, limits: Limits) -> Translated:
-    """The entries of a parsed wire view (wire.LogsRequest)."""
+def count_protobuf(request: WireRequest) -> int:
+    return len(request[1])
+
+
+def from_protobuf(request: WireRequest, limits: Limits) -> Translated:
+    """The entries of a parsed protobuf request (parse_protobuf)."""
+    groups, records, holds_nul = request
     out = Translated()
     index = 0
+    every = iter(records)
     try:
-        for resource_logs in request.resource_logs:
-            resource = resource_logs.resource
-            for scope_logs in resource_logs.scope_logs:
-                origin = _wire_origin(resource, scope_logs.scope.name)
-                for record in scope_logs.log_records:
-                    raw = record.attributes
-                    # Keys then lookups: faster than items() on a protobuf map.
-                    attributes = {k: from_wire(raw[k]) for k in raw}
-                    trace, span = record.trace_id, record.span_id
-                    try:
-                        entry = entry_of(
-                            origin,
-                            attributes,
-                            time_unix_nano=record.time_unix_nano,
-                            observed_unix_nano=record.observed_time_unix_nano,
-                            severity_number=record.severity_number,
-                            severity_text=record.severity_text,
-                            body=from_wire(record.body),
-                            # A valid id is hexed here; the rest is _hex_id's to judge.
-                            trace_id=trace.hex()
-                            if len(trace) == _TRACE_ID_BYTES and trace != _ZERO_TRACE
-                            else _hex_id(trace, _TRACE_ID_BYTES, "trace_id"),
-                            span_id=span.hex()
-                            if len(span) == _SPAN_ID_BYTES and span != _ZERO_SPAN
-                            else _hex_id(span, _SPAN_ID_BYTES, "span_id"),
-                            event_name=record.event_name,
-                            dropped=record.dropped_attributes_count,
-                            limits=limits,
-                            # The record less its body bounds its attributes' size.
-                            size_hint=record.ByteSize() - len(record.body),
-                        )
-                    except RecordRejected as exc:
-                        out.errors.append(FieldError(exc.field, exc.reason, index))
-                    else:
-                        out.entries.append(entry)
-                        out.positions.append(index)
-                    index += 1
+        for resource, scope_name, count in groups:
+            origin = _wire_origin(resource, scope_name)
+            holds_nul = holds_nul or origin.holds_nul
+            for (
+                timestamp,
+                severity_number,
+                severity_text,
+                body,
+                attributes,
+                trace_id,
+                span_id,
+                event_name,
+                dropped,
+                size,
+            ) in islice(every, count):
+                try:
+                    entry = entry_of(
+                        origin,
+                        attributes,
+                        timestamp,
+                        severity_number,
+                        severity_text,
+                        body,
+                        trace_id,
+                        span_id,
+                        event_name,
+                        dropped,
+                        limits,
+                        size,
+                    )
+                except RecordRejected as exc:
+                    out.errors.append(FieldError(exc.field, exc.reason, index))
+                else:
+                    out.entries.append(entry)
+                    out.positions.append(index)
+                index += 1
     except UndecodableValue as exc:
         raise UndecodableRequest(f"log record {index}: {exc}") from None
     except RecursionError:
         raise UndecodableRequest(f"log record {index}: a value is nested too deeply") from None
+    out.holds_nul = holds_nul
     return out
 
 
@@ -125,23 +141,13 @@ def _wire_origin(resource: bytes, scope_name: str) -> Origin:
 def _origin_from_wire(resource: bytes, scope_name: str) -> Origin:
     """The origin of a raw Resource and a scope."""
     try:
-        attributes = Resource.FromString(resource).attributes
-    except DecodeError as exc:
+        attributes = otlp_attributes(resource)
+    except ValueError as exc:
         raise UndecodableValue(f"the resource does not decode: {exc}") from None
-    return origin_of({k: from_wire(attributes[k]) for k in attributes}, scope_name)
+    return origin_of(attributes, scope_name)
 
 
 _cached_origin = functools.lru_cache(maxsize=4096)(_origin_from_wire)
-
-
-def _hex_id(raw: bytes, size: int, name: str) -> str | None:
-    """An id as lower-case hex; empty (or all zeros: invalid in W3C trace context) is
-    none. Another length makes the request invalid, as in the Collector."""
-    if not raw:
-        return None
-    if len(raw) != size:
-        raise UndecodableValue(f"{name} is {len(raw)} bytes, not {size}")
-    return raw.hex() if raw.strip(b"\x00") else None
 
 
 def parse_json(body: bytes) -> JsonLogsRequest:
@@ -173,8 +179,9 @@ def from_json_request(request: JsonLogsRequest, limits: Limits) -> Translated:
                         entry = entry_of(
                             origin,
                             _attributes(record.attributes),
-                            time_unix_nano=int(record.time_unix_nano),
-                            observed_unix_nano=int(record.observed_time_unix_nano),
+                            timestamp=time_of(
+                                int(record.time_unix_nano), int(record.observed_time_unix_nano)
+                            ),
                             severity_number=_severity(record.severity_number),
                             severity_text=record.severity_text,
                             body=from_json(record.body),

@@ -77,9 +77,10 @@ async def accept_export(
             data,
             translated.entries,
             idem_key,
-            # A protobuf string may hold NUL: validation looks. JSON: only through a
-            # \u0000 escape, which validation finds in the body by itself.
-            holds_nul=True if encoding == "protobuf" else None,
+            # A protobuf string may hold NUL: the C reader notes whether one does, and
+            # validation then looks. JSON: only through a \u0000 escape, which
+            # validation finds in the body by itself.
+            holds_nul=translated.holds_nul if encoding == "protobuf" else None,
         )
     except ValidationFailed as exc:
         errors = _in_request(exc.errors, translated)

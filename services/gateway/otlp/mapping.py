@@ -127,6 +127,7 @@ class Origin:
     size: int  # the attributes' JSON text, in bytes
     plain: bool  # no attribute is an array
     rejected: tuple[str, str] | None  # a resource field that does not fit, and why
+    holds_nul: bool  # a text of it holds NUL (validation then looks in every entry's)
 
 
 def origin_of(resource_attributes: dict[str, Any], scope_name: str) -> Origin:
@@ -148,14 +149,17 @@ def origin_of(resource_attributes: dict[str, Any], scope_name: str) -> Origin:
         )
     except RecordRejected as exc:
         rejected = (exc.field, exc.reason)
+    encoded = _json.encode(attributes) if attributes else b""
+    texts = (service_name, host_name or "", environment_name or "")
     return Origin(
         service_name,
         host_name,
         environment_name,
         attributes,
-        len(_json.encode(attributes)) if attributes else 0,
+        len(encoded),
         not attributes or _PLAIN.issuperset(map(type, attributes.values())),
         rejected,
+        b"\\u0000" in encoded or any("\x00" in text for text in texts),
     )
 
 
@@ -310,9 +314,7 @@ def _trimmed(
 def entry_of(
     origin: Origin,
     attributes: dict[str, Any],
-    *,
-    time_unix_nano: int,
-    observed_unix_nano: int,
+    timestamp: datetime | None,
     severity_number: int,
     severity_text: str,
     body: Any,
@@ -338,19 +340,22 @@ def entry_of(
         request_id = _text_field("request_id", attributes.pop(REQUEST_ID, None))
     if event_name and message is not event_name:
         attributes[EVENT_NAME] = event_name
+    # Positional: the order of services/gateway/ingest/translated.py's ENTRY_FIELDS.
     return LogEntryIn(
-        service_name=origin.service_name,
-        level=_LEVEL_BY_NUMBER[severity_number]
+        origin.service_name,
+        _LEVEL_BY_NUMBER[severity_number]
         if 0 < severity_number < _LEVELS
         else level_of(severity_number, severity_text),
-        message=message,
-        timestamp=time_of(time_unix_nano, observed_unix_nano),
-        trace_id=trace_id,
-        span_id=span_id,
-        user_id=user_id,
-        request_id=request_id,
-        metadata=metadata_of(attributes, origin, dropped, limits, size_hint),
-        source=source,
-        host=origin.host,
-        environment=origin.environment,
+        message,
+        None,
+        None,
+        timestamp,
+        trace_id,
+        span_id,
+        user_id,
+        request_id,
+        metadata_of(attributes, origin, dropped, limits, size_hint),
+        source,
+        origin.host,
+        origin.environment,
     )
