@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import select
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from shared.settings import Settings
@@ -27,6 +31,33 @@ class Statement:
     params: list[Any]
 
 
+async def check_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check of a connection it hands out, without a round trip unless there is
+    something to suspect. An idle connection has nothing to read; one that has (the
+    termination notice and end of file of a PostgreSQL that stopped) gets psycopg's own
+    check, a round trip that raises when the connection is broken: the pool then replaces
+    it and hands out another."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
+
+
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _json_loads(data: str | bytes) -> Any:
+    """A json/jsonb value as psycopg's default (json.loads) reads it, several times faster
+    (a page of 100 entries decodes 100 metadata objects): msgspec, and json.loads for the
+    rare number msgspec refuses (one beyond a float, which json.loads reads as inf)."""
+    try:
+        return _json_decode(data)
+    except msgspec.DecodeError:
+        return json.loads(data)
+
+
 def make_pool(
     settings: Settings,
     *,
@@ -37,7 +68,14 @@ def make_pool(
     timeout: float = 10.0,
 ) -> AsyncConnectionPool:
     """A pool that is not yet open: the owner opens it in its lifespan (`await pool.open()`)
-    so that nothing connects at import time."""
+    so that nothing connects at import time. Its connections read json with `_json_loads`,
+    then run `configure`."""
+
+    async def prepare(conn: psycopg.AsyncConnection) -> None:
+        set_json_loads(_json_loads, conn)
+        if configure is not None:
+            await configure(conn)
+
     return AsyncConnectionPool(
         settings.postgres_conninfo(),
         min_size=settings.db_pool_min if min_size is None else min_size,
@@ -45,11 +83,12 @@ def make_pool(
         open=False,
         name=name,
         kwargs={"application_name": f"minisource-{name}"},
-        # A connection broken by a PostgreSQL restart is found and replaced on checkout.
-        check=AsyncConnectionPool.check_connection,
+        # A connection broken by a PostgreSQL restart is found and replaced on checkout,
+        # without a round trip per checkout (a tenant scope retries what it misses).
+        check=check_idle,
         reconnect_timeout=0,
         timeout=timeout,
-        configure=configure,
+        configure=prepare,
     )
 
 
@@ -161,9 +200,26 @@ def _bootstrap_reader_role(settings: Settings) -> None:
     log.info("role %s granted to %s", READER_ROLE, settings.postgres_user)
 
 
+# The settings of a tenant's transaction (see `tenant_scope`), set in one statement. All
+# are transaction-local (set_config(..., true) is SET LOCAL): the pooled connection goes
+# back to the pool as its owner role, with no tenant and no timeout, whatever happened.
+# JIT off: API reads run in milliseconds, and compiling them costs more than it saves (a
+# 7-day stats request went from ~21 to ~50 ms once searches had run on the same
+# connection and its queries started being JIT-compiled).
+_TENANT_SETTINGS = (
+    "SELECT set_config('app.tenant_id', %s, true), set_config('role', %s, true), "
+    "set_config('jit', 'off', true)"
+)
+_TENANT_SETTINGS_WITH_TIMEOUT = (
+    "SELECT set_config('app.tenant_id', %s, true), set_config('role', %s, true), "
+    "set_config('jit', 'off', true), set_config('statement_timeout', %s, true)"
+)
+_TIMEOUT_SETTING = "SELECT set_config('statement_timeout', %s, true)"
+
+
 @asynccontextmanager
 async def tenant_scope(
-    pool: AsyncConnectionPool, tenant_id: uuid.UUID
+    pool: AsyncConnectionPool, tenant_id: uuid.UUID, *, timeout_ms: int | None = None
 ) -> AsyncIterator[psycopg.AsyncConnection]:
     """A connection inside a transaction scoped to one tenant: every read of the query
     API runs in one. Queries filter by tenant explicitly (the first wall); the transaction
@@ -171,19 +227,57 @@ async def tenant_scope(
     wall) hides every other tenant's rows even from a query that forgets its predicate.
     READER_ROLE reaches only the tables a migration put behind the wall with
     `SELECT enable_tenant_rls('table')` (sql/0003_tenancy.sql; log_entries through the
-    parent only) and views granted to it; never api_keys or the audit trail."""
-    async with pool.connection() as conn, conn.transaction():
-        # Both settings are transaction-local (SET LOCAL): the pooled connection goes back
-        # to the pool as its owner role, with no tenant, whatever happened inside.
-        # JIT off: API reads run in milliseconds, and compiling them costs more than it
-        # saves (a 7-day stats request went from ~21 to ~50 ms once searches had run on
-        # the same connection and its queries started being JIT-compiled).
-        await conn.execute(
-            "SELECT set_config('app.tenant_id', %s, true), set_config('role', %s, true), "
-            "set_config('jit', 'off', true)",
-            (str(tenant_id), READER_ROLE),
-        )
+    parent only) and views granted to it; never api_keys or the audit trail.
+
+    With `timeout_ms`, that is the statement timeout of the transaction."""
+    params: list[Any] = [str(tenant_id), READER_ROLE]
+    if timeout_ms is None:
+        statement = _TENANT_SETTINGS
+    else:
+        statement, params = _TENANT_SETTINGS_WITH_TIMEOUT, [*params, f"{timeout_ms}ms"]
+    async with _transaction(pool, statement, params) as conn:
         yield conn
+
+
+@asynccontextmanager
+async def bounded_transaction(
+    pool: AsyncConnectionPool, timeout_ms: int
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection inside a transaction (of the owner role, every tenant visible) whose
+    statements stop after `timeout_ms`."""
+    async with _transaction(pool, _TIMEOUT_SETTING, [f"{timeout_ms}ms"]) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def _transaction(
+    pool: AsyncConnectionPool, settings: str, params: Sequence[Any]
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled connection in a transaction begun by the `settings` statement.
+
+    The pool's check (`check_idle`) costs no round trip and so cannot see every broken
+    connection: one found broken by BEGIN or `settings` (PostgreSQL restarted since its
+    last use) is dropped and the transaction begun once more on another, so that a
+    restart fails no request. Nothing is retried once the body has started."""
+    for last_attempt in (False, True):
+        conn: psycopg.AsyncConnection | None = None
+        began = False
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                # Prepared from the first use (fixed text, a plan that cannot change).
+                await conn.execute(settings, params, prepare=True)
+                began = True
+                yield conn
+            return
+        except psycopg.OperationalError as exc:
+            # A pool timeout is one too (conn is None): it is not retried either.
+            if began or last_attempt or conn is None or not conn.broken:
+                raise
+            log.info("a pooled connection was broken, beginning on another: %s", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0]
 
 
 def delete_older_than(

@@ -20,6 +20,5 @@ async def count_window(
     level security behind the tenant predicate) and bounded like an API query
     (QUERY_TIMEOUT_MS): one rule with a search over a week must not hold a connection
     the other rules wait for."""
-    async with tenant_scope(pool, rule.tenant_id) as conn:
-        await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{timeout_ms}ms",))
+    async with tenant_scope(pool, rule.tenant_id, timeout_ms=timeout_ms) as conn:
         return await count_rule(conn, rule, window, kept)

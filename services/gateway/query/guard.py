@@ -1,8 +1,8 @@
 """Protect PostgreSQL from the query API: few queries at a time, none running long.
 
 Every read of the query API goes through `QueryGuard.read`: it waits a bounded time for
-one of QUERY_CONCURRENCY slots, opens the tenant's transaction (`tenant_scope`) and sets
-QUERY_TIMEOUT_MS as that transaction's statement timeout. A full house or a query cut by
+one of QUERY_CONCURRENCY slots and opens the tenant's transaction (`tenant_scope`) with
+QUERY_TIMEOUT_MS as its statement timeout. A full house or a query cut by
 the timeout is a 503 that says what to do, never a hung request. On top of that, one
 tenant may hold at most its `max_concurrent_queries` of them (`TenantQuerySlots`, 429).
 """
@@ -22,7 +22,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.gateway.metrics import QUERY_REFUSED, QUERY_SLOT_WAIT
-from shared.db import tenant_scope
+from shared.db import bounded_transaction, tenant_scope
 from shared.errors import RateLimited, Unavailable
 from shared.settings import Settings
 
@@ -52,23 +52,18 @@ class QueryGuard:
     @asynccontextmanager
     async def read(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncConnection[Any]]:
         """A connection in the tenant's read transaction, with the timeout set."""
-        async with self._slot(), tenant_scope(self.pool, tenant_id) as conn:
-            await self._set_timeout(conn)
+        async with (
+            self._slot(),
+            tenant_scope(self.pool, tenant_id, timeout_ms=self.timeout_ms) as conn,
+        ):
             yield conn
 
     @asynccontextmanager
     async def read_all_tenants(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A connection that sees every tenant (admin figures only), in a transaction with
         the same slot and timeout as any query."""
-        async with self._slot(), self.pool.connection() as conn, conn.transaction():
-            await self._set_timeout(conn)
+        async with self._slot(), bounded_transaction(self.pool, self.timeout_ms) as conn:
             yield conn
-
-    async def _set_timeout(self, conn: AsyncConnection[Any]) -> None:
-        # set_config(..., true) is SET LOCAL: it ends with the transaction.
-        await conn.execute(
-            "SELECT set_config('statement_timeout', %s, true)", (f"{self.timeout_ms}ms",)
-        )
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:

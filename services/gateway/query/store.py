@@ -25,17 +25,22 @@ from shared.model import ENTRY_FIELDS, LEVEL_NAMES, LogEntryOut
 
 Sort = Literal["asc", "desc"]
 
-# The tenant, then the stored fields (shared/model.py): LogEntryOut's fields, in any order.
-_COLUMN_NAMES = ("tenant_id", *ENTRY_FIELDS)
+# LogEntryOut's fields in its order (the tenant and the stored fields, shared/model.py),
+# so that a row becomes an entry positionally.
+_COLUMN_NAMES: tuple[str, ...] = LogEntryOut.__struct_fields__
+if set(_COLUMN_NAMES) != {"tenant_id", *ENTRY_FIELDS}:
+    raise RuntimeError(f"LogEntryOut's fields {_COLUMN_NAMES} are not the stored ones")
 _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in _COLUMN_NAMES)
+_LEVEL = _COLUMN_NAMES.index("level")
+_TIMESTAMP = _COLUMN_NAMES.index("timestamp")
 
 
 def entry_from_row(row: Sequence[Any]) -> LogEntryOut:
     """A row of `_COLUMN_NAMES` in the seed's shape (level by name, time in UTC)."""
-    values = dict(zip(_COLUMN_NAMES, row, strict=True))
-    values["level"] = LEVEL_NAMES[values["level"] - 1]
-    values["timestamp"] = values["timestamp"].astimezone(UTC)
-    return LogEntryOut(**values)
+    values = list(row)
+    values[_LEVEL] = LEVEL_NAMES[values[_LEVEL] - 1]
+    values[_TIMESTAMP] = values[_TIMESTAMP].astimezone(UTC)
+    return LogEntryOut(*values)
 
 
 def entries_statement(
