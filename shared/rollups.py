@@ -383,8 +383,14 @@ async def raw_rows(
     if not spans:
         return rows
     query = spans_statement(tenant_id, f, spans, dims, sub)
+    # The planner cannot tell how many hours a date_bin makes and assumes a group per
+    # row: a parallel plan then looks as if every row came back from the workers, and
+    # the count runs on one core (a word over 7 days of the busiest tenant: 2.6 s
+    # against 1.6 s in parallel). Rows from workers are made free for this statement.
+    await conn.execute(_FREE_WORKER_ROWS)
     cur = await conn.execute(query.query, query.params, prepare=False)
     counted = [tuple(row) for row in await cur.fetchall()]
+    await conn.execute(_WORKER_ROWS_COST)
     per_hour: dict[datetime, list[tuple[Any, ...]]] = {hours[i]: [] for i in missing}
     for row in counted:
         kept_rows = per_hour.get(floor_to(row[0], HOUR))
@@ -392,6 +398,10 @@ async def raw_rows(
             kept_rows.append(row)
     await kept.put({keys[i]: (fingerprints[hours[i]], per_hour[hours[i]]) for i in missing})
     return rows + counted
+
+
+_FREE_WORKER_ROWS = "SELECT set_config('parallel_tuple_cost', '0', true)"
+_WORKER_ROWS_COST = "RESET parallel_tuple_cost"
 
 
 def _runs(hours: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
