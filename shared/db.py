@@ -82,7 +82,11 @@ def make_pool(
         max_size=settings.db_pool_max if max_size is None else max_size,
         open=False,
         name=name,
-        kwargs={"application_name": f"minisource-{name}"},
+        # TimeZone UTC whatever the server's default: times come back with
+        # datetime.timezone.utc, whose datetimes hash and compare in C (with the usual
+        # default, Etc/UTC, each is a ZoneInfo call: ~1 µs a time, 2.6 ms per 1-minute
+        # histogram over a day), and any time arithmetic in SQL is UTC's.
+        kwargs={"application_name": f"minisource-{name}", "options": "-c TimeZone=UTC"},
         # A connection broken by a PostgreSQL restart is found and replaced on checkout,
         # without a round trip per checkout (a tenant scope retries what it misses).
         check=check_idle,

@@ -14,6 +14,7 @@ from services.gateway.query.guard import QueryGuard
 from services.gateway.stats.models import (
     AggregateOut,
     Bucket,
+    LevelCounts,
     ServiceOut,
     ServicesOut,
     Source,
@@ -100,23 +101,17 @@ async def compute_aggregate(
         )
     if group_by == "service":
         buckets = [
-            Bucket(
-                time=r.time,
-                count=sum(r.levels),
-                by_level=dict(zip(LEVEL_NAMES, r.levels, strict=True)),
-                service_name=r.service_name,
-            )
-            for r in rows
+            Bucket(r.time, sum(r.levels), LevelCounts(*r.levels), r.service_name) for r in rows
         ]
     else:
         per_time = {r.time: r.levels for r in rows}
-        empty = (0, 0, 0, 0, 0)
         data_last = rows[-1].time if rows else None
+        zero = LevelCounts(0, 0, 0, 0, 0)  # one for every empty bucket
         buckets = [
-            Bucket(time=t, count=sum(c), by_level=dict(zip(LEVEL_NAMES, c, strict=True)))
+            Bucket(t, sum(c), LevelCounts(*c)) if (c := per_time.get(t)) is not None
+            else Bucket(t, 0, zero)
             for t in bucket_times(w, interval, data_last)
-            for c in [per_time.get(t, empty)]
-        ]
+        ]  # fmt: skip
     return AggregateOut(
         interval=interval_name,
         group_by=group_by,

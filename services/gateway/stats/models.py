@@ -31,12 +31,23 @@ class StatsOut(msgspec.Struct):
     source: Source
 
 
+class LevelCounts(msgspec.Struct):
+    """Entries per level, all five (a struct rather than a dict: a 1-minute histogram
+    over a day makes 1,441 of them per answer, built positionally in C)."""
+
+    DEBUG: int
+    INFO: int
+    WARN: int
+    ERROR: int
+    FATAL: int
+
+
 class Bucket(msgspec.Struct, omit_defaults=True):
     """Entries in [time, time + interval): in total and per level (all five listed)."""
 
     time: datetime
     count: int
-    by_level: dict[str, int]
+    by_level: LevelCounts
     service_name: str | None = None
 
 
