@@ -17,8 +17,12 @@ _SPELLINGS: dict[Level, tuple[str, ...]] = {
     Level.ERROR: ("error", "err", "eror", "severe"),
     Level.FATAL: ("fatal", "critical", "crit", "panic", "alert", "emerg", "emergency", "ftl"),
 }
+# Lower and upper case as they are, so that the usual spellings need no folding.
 _BY_NAME: dict[str, str] = {
-    spelling: level.name for level, spellings in _SPELLINGS.items() for spelling in spellings
+    variant: level.name
+    for level, spellings in _SPELLINGS.items()
+    for spelling in spellings
+    for variant in (spelling, spelling.upper())
 }
 
 
