@@ -5,14 +5,16 @@ database and key prefix get real gateway, writer and janitor subprocesses; concu
 HTTP clients in this process send pre-encoded batches of 1,000 realistic entries
 (../shared/bench/gen_logs.py, stamped over the 30 seconds before the run) and the clock
 stops when every row is committed, checked by count. The baseline is raw COPY of the
-same rows into the same schema (a fresh database) from one process. Then, at half the
+same rows into the same schema (a fresh database) from one process, and the same into
+a log_entries without any index (before and after the variants). Then, at half the
 best rate, every batch's accepted→committed lag is measured: each request has its own
 tenant, so the writer's inbox row (visible at COMMIT) tells when its batch was stored.
 Figures, not asserts. Databases and keys made here are dropped afterwards. With
 VICTORIALOGS_BIN set, the same entries go into a fresh VictoriaLogs too, in batches of
 1,000 and of 100 (bench/victorialogs.py).
 
-    .venv/bin/python -m bench.ingest [--rows 300000] [--clients 4] [--spread-seconds 30]
+    .venv/bin/python -m bench.ingest [--rows 300000] [--clients 4] [--batch 1000]
+                                     [--spread-seconds 30]
 """
 
 from __future__ import annotations
@@ -81,10 +83,11 @@ class Workload:
 
     bodies: list[tuple[uuid.UUID, bytes]]
     copy_text: bytes
+    batch: int = BATCH  # entries per body
 
     @property
     def rows(self) -> int:
-        return len(self.bodies) * BATCH
+        return len(self.bodies) * self.batch
 
 
 def _copy_field(value: Any) -> str:
@@ -94,15 +97,17 @@ def _copy_field(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def make_workload(rows: int, seed: int, spread_seconds: float = DEFAULT_SPREAD_SECONDS) -> Workload:
+def make_workload(
+    rows: int, seed: int, spread_seconds: float = DEFAULT_SPREAD_SECONDS, batch: int = BATCH
+) -> Workload:
     days = spread_seconds / 86_400
     entries = list(load_gen_logs().generate(rows, seed=seed, days=days, tenants=10))
     tenants = sorted({e["tenant_id"] for e in entries})
     bodies = []
     copy_lines = io.StringIO()
-    for start in range(0, rows - rows % BATCH, BATCH):
-        chunk = entries[start : start + BATCH]
-        tenant = uuid.UUID(tenants[(start // BATCH) % len(tenants)])
+    for start in range(0, rows - rows % batch, batch):
+        chunk = entries[start : start + batch]
+        tenant = uuid.UUID(tenants[(start // batch) % len(tenants)])
         for entry in chunk:
             del entry["tenant_id"]
             fields = [
@@ -116,7 +121,7 @@ def make_workload(rows: int, seed: int, spread_seconds: float = DEFAULT_SPREAD_S
             fields += [_copy_field(entry.get(name)) for name in _TAIL_FIELDS]
             copy_lines.write("\t".join(fields) + "\n")
         bodies.append((tenant, msgspec.json.encode({"entries": chunk})))
-    return Workload(bodies, copy_lines.getvalue().encode())
+    return Workload(bodies, copy_lines.getvalue().encode(), batch)
 
 
 @contextlib.contextmanager
@@ -147,12 +152,21 @@ class Copied:
     postgres_us_per_row: float  # CPU of the PostgreSQL backend doing the COPY
 
 
-def raw_copy(admin: Settings, workload: Workload) -> Copied:
-    """Rows per second of one COPY of all rows (pre-formatted text) in one transaction."""
+def raw_copy(admin: Settings, workload: Workload, *, bare: bool = False) -> Copied:
+    """Rows per second of one COPY of all rows (pre-formatted text) in one transaction;
+    `bare`: into log_entries without any index (the heap's own limit on this machine)."""
     with (
         fresh_database(admin, "copy") as settings,
         psycopg.connect(settings.postgres_conninfo()) as conn,
     ):
+        if bare:
+            indexes = conn.execute(
+                "SELECT indexrelid::regclass::text FROM pg_index "
+                "WHERE indrelid = 'log_entries'::regclass"
+            ).fetchall()
+            for (index,) in indexes:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+            conn.commit()
         data = workload.copy_text
         backend_cpu = cpu_seconds(conn.info.backend_pid)
         started = time.perf_counter()
@@ -335,7 +349,7 @@ async def lag_at(
     settings: Settings, url: str, workload: Workload, rows_per_second: float, seconds: float
 ) -> list[float]:
     """Accepted→committed lag of every batch sent at a steady `rows_per_second`."""
-    interval = BATCH / rows_per_second
+    interval = workload.batch / rows_per_second
     count = max(10, int(seconds / interval))
     bodies = list(itertools.islice(itertools.cycle(workload.bodies), count))
     accepted: dict[uuid.UUID, float] = {}
@@ -384,6 +398,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--batch", type=int, default=BATCH, help="entries per request")
     parser.add_argument(
         "--spread-seconds",
         type=float,
@@ -405,14 +420,18 @@ def main() -> None:
         log_level="warning",
     )
     print(f"generating {args.rows} rows ...", flush=True)
-    workload = make_workload(args.rows, args.seed, args.spread_seconds)
+    workload = make_workload(args.rows, args.seed, args.spread_seconds, args.batch)
     body_mb = sum(len(b) for _, b in workload.bodies) / 1e6
-    print(f"{workload.rows} rows in batches of {BATCH} ({body_mb:.0f} MB of JSON)")
+    print(f"{workload.rows} rows in batches of {workload.batch} ({body_mb:.0f} MB of JSON)")
 
     # The machine's load drifts (other work may share its 2 cores): raw COPY is measured
     # before and after every variant, and each variant is compared with the mean of the two
     # measured around it.
     logs = Path(tempfile.mkdtemp(prefix="mlog-bench-"))
+    # Issue 21's yardstick: the same COPY into a log_entries without indexes, before and
+    # after the variants.
+    bare = [raw_copy(admin, workload, bare=True)]
+    print(f"raw COPY without indexes: {bare[-1].rate:,.0f} rows/s", flush=True)
     copies = [raw_copy(admin, workload)]
     print(f"raw COPY, one process: {copies[-1].rate:,.0f} rows/s", flush=True)
     results: list[tuple[Variant, Throughput, float]] = []
@@ -437,14 +456,24 @@ def main() -> None:
     with fresh_database(admin, "lag") as settings, pipeline(settings, variant, logs) as run:
         lags = asyncio.run(lag_at(settings, run.urls[0], workload, rate / 2, args.lag_seconds))
 
+    bare.append(raw_copy(admin, workload, bare=True))
+    bare_rate = statistics.fmean(c.rate for c in bare)
     copy_cpu = statistics.fmean(c.postgres_us_per_row for c in copies)
     print(f"\nraw COPY: PostgreSQL CPU {copy_cpu:.0f} us per row")
-    print("| variant | end to end rows/s | raw COPY rows/s | ratio | CPU us/row (all processes) |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"raw COPY without indexes: {bare_rate:,.0f} rows/s "
+        f"({', '.join(f'{c.rate:,.0f}' for c in bare)}), "
+        f"PostgreSQL CPU {statistics.fmean(c.postgres_us_per_row for c in bare):.0f} us per row"
+    )
+    print(
+        "| variant | end to end rows/s | raw COPY rows/s | ratio | of COPY without indexes "
+        "| CPU us/row (all processes) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for variant, measured, baseline in results:
         print(
             f"| {variant} | {measured.end_to_end:,.0f} | {baseline:,.0f} "
-            f"| {measured.end_to_end / baseline:.0%} "
+            f"| {measured.end_to_end / baseline:.0%} | {measured.end_to_end / bare_rate:.0%} "
             f"| {sum(measured.cpu.values()) * 1e6 / workload.rows:.0f} |"
         )
     print(
