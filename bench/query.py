@@ -41,7 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,13 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import AsyncConnection
-from redis import Redis as SyncRedis
 
 from bench import victorialogs
 from bench.load import Loaded, add_arguments, from_arguments
 from bench.victorialogs import Question
 from shared import rollups
 from shared.filters import LogFilter, compile_filter
+from tests.conftest import drop_keys
 
 REPO = Path(__file__).resolve().parents[1]
 WORD = re.compile(r"^[A-Za-z]{5,}$")
@@ -134,8 +134,8 @@ class Gateway:
     def __init__(self, loaded: Loaded) -> None:
         s = loaded.settings
         self.port = free_port()
-        self.settings = s
-        self.prefix = f"bench-query-{os.getpid()}"
+        # Its own key prefix, dropped with it (what it cached and kept).
+        self.settings = replace(s, redis_key_prefix=f"bench-query-{os.getpid()}")
         env = {
             **os.environ,
             "POSTGRES_HOST": s.postgres_host,
@@ -144,7 +144,7 @@ class Gateway:
             "POSTGRES_DB": s.postgres_db,
             "SERVER_PORT": str(self.port),
             "AUTH_MODE": "trusted_header",
-            "REDIS_KEY_PREFIX": self.prefix,
+            "REDIS_KEY_PREFIX": self.settings.redis_key_prefix,
             "LOG_LEVEL": "warning",
             "DB_POOL_MIN": "2",
             # Beyond the benchmark's own request sizes: no tenant limit gets in the way.
@@ -182,11 +182,7 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
-        # What it cached and kept goes with it.
-        with SyncRedis(host=self.settings.redis_host, port=self.settings.redis_port) as redis:
-            keys = list(redis.scan_iter(match=f"{self.prefix}:*", count=1000))
-            if keys:
-                redis.delete(*keys)
+        drop_keys(self.settings)
 
 
 def draw_samples(
