@@ -17,31 +17,25 @@ after one the store is left alone for a few seconds.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
-import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from shared.optional_redis import BACKOFF_SECONDS, OptionalRedis
 from shared.redis_conn import make_redis
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 
-log = logging.getLogger("kept_hours")
-
 # An hour with more groups than this (grouped by host, say) is not kept: counted again.
 MAX_KEPT_BYTES = 64 * 1024
-BACKOFF_SECONDS = 5.0
 
-# One kept hour: its fingerprint, then its rows (sub-bucket epoch seconds or None, the
-# group's values, count, first and last as epoch microseconds).
+# One kept hour is its fingerprint and its rows, each as spans_statement returns them
+# (sub-bucket, the group's values, count, first and last, step).
 Row = tuple[Any, ...]
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(tuple[int, list[list[Any]]])
@@ -59,12 +53,11 @@ class KeptHours:
         timeout: float,
         backoff: float = BACKOFF_SECONDS,
     ) -> None:
-        self._redis = redis if ttl > 0 else None
+        self._redis = OptionalRedis(
+            redis if ttl > 0 else None, what="kept hours", timeout=timeout, backoff=backoff
+        )
         self._keys = keys
         self._ttl = ttl
-        self._timeout = timeout
-        self._backoff = backoff
-        self._down_until = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeptHours:
@@ -80,11 +73,10 @@ class KeptHours:
 
     @property
     def enabled(self) -> bool:
-        return self._redis is not None and time.monotonic() >= self._down_until
+        return self._redis.usable
 
     async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self._redis.aclose()
 
     def keys_of(self, tenant_id: uuid.UUID, question: Any, hours: Sequence[datetime]) -> list[str]:
         """The key of each hour of one question (anything msgspec encodes that names the
@@ -97,36 +89,24 @@ class KeptHours:
 
     async def get(self, keys: list[str]) -> list[tuple[int, list[Row]] | None]:
         """Each key's (fingerprint, rows), None where nothing is kept (or Redis failed)."""
-        if not keys or not self.enabled:
+        redis = self._redis.client
+        if not keys or redis is None or not self.enabled:
             return [None] * len(keys)
-        assert self._redis is not None
-        found = await self._call(self._redis.mget(keys))
+        found = await self._redis.call(redis.mget(keys))
         if not isinstance(found, list):
             return [None] * len(keys)
         return [_decoded(value) for value in found]
 
     async def put(self, items: dict[str, tuple[int, list[Row]]]) -> None:
-        if not items or not self.enabled:
+        redis = self._redis.client
+        if not items or redis is None or not self.enabled:
             return
-        assert self._redis is not None
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with redis.pipeline(transaction=False) as pipe:
             for key, value in items.items():
                 encoded = _encoder.encode(value)
                 if len(encoded) <= MAX_KEPT_BYTES:
                     pipe.set(key, encoded, ex=self._ttl)
-            await self._call(pipe.execute())
-
-    async def _call(self, command: Awaitable[Any]) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout * 2):
-                return await command
-        except (RedisError, OSError, TimeoutError) as exc:
-            if self.enabled:
-                log.warning(
-                    "kept hours unavailable, counting raw for %.0fs: %r", self._backoff, exc
-                )
-            self._down_until = time.monotonic() + self._backoff
-            return None
+            await self._redis.call(pipe.execute())
 
 
 def _decoded(value: bytes | None) -> tuple[int, list[Row]] | None:

@@ -20,8 +20,6 @@ import asyncio
 import dataclasses
 import enum
 import hashlib
-import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,20 +29,16 @@ from typing import Any
 import msgspec
 from litestar import Response
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services.gateway.metrics import CACHE_REQUESTS
 from shared.filters import CompiledFilter, LogFilter
+from shared.optional_redis import BACKOFF_SECONDS, FAILED, OptionalRedis
 from shared.redis_conn import make_redis
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 
-log = logging.getLogger("cache")
-
 # Larger answers are not worth the memory; they are recomputed each time.
 MAX_CACHED_BYTES = 1024 * 1024
-# After a Redis failure, how long the cache stays out of the way before trying again.
-BACKOFF_SECONDS = 5.0
 
 
 class CacheStatus(enum.StrEnum):
@@ -77,14 +71,11 @@ class QueryCache:
         timeout: float,
         backoff: float = BACKOFF_SECONDS,
     ) -> None:
-        self._redis = redis
+        self._redis = OptionalRedis(redis, what="query cache", timeout=timeout, backoff=backoff)
         self._keys = keys
         self._closed_ttl = closed_ttl
         self._open_ttl = open_ttl
         self.ingest_lag = ingest_lag
-        self._timeout = timeout
-        self._backoff = backoff
-        self._down_until = 0.0
         # SETs under way, by key: a read of the key waits for its SET.
         self._storing: dict[str, asyncio.Task[Any]] = {}
 
@@ -107,8 +98,7 @@ class QueryCache:
     async def aclose(self) -> None:
         if self._storing:
             await asyncio.gather(*self._storing.values(), return_exceptions=True)
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self._redis.aclose()
 
     def key(self, tenant_id: uuid.UUID, kind: str, key_parts: Any) -> str:
         """The Redis key of one request: tenant and kind in clear (to count or drop a
@@ -140,29 +130,30 @@ class QueryCache:
         answer) but still stores the result.
         """
         ttl = self._closed_ttl if closed else self._open_ttl
-        if self._redis is None or ttl <= 0:
+        redis = self._redis.client
+        if redis is None or ttl <= 0:
             return Answer(await compute(), CacheStatus.OFF)
         key = self.key(tenant_id, kind, key_parts)
-        usable = self._usable()
+        usable = self._redis.usable
         if usable and not bypass:
             storing = self._storing.get(key)
             if storing is not None:
                 await asyncio.shield(storing)
-            cached = await self._call(self._redis.get(key))
+            cached = await self._redis.call(redis.get(key))
             if isinstance(cached, bytes):
                 return Answer(cached, CacheStatus.HIT)
             # Redis failed this request's read: its answer is not stored either.
-            usable = cached is not _FAILED
+            usable = cached is not FAILED
         body = await compute()
-        if not (usable and self._usable()):
+        if not (usable and self._redis.usable):
             return Answer(body, CacheStatus.OFF)
         if len(body) <= MAX_CACHED_BYTES:
-            self._store(self._redis, key, body, ttl)
+            self._store(redis, key, body, ttl)
         return Answer(body, CacheStatus.BYPASS if bypass else CacheStatus.MISS)
 
     def _store(self, redis: Redis, key: str, body: bytes, ttl: int) -> None:
-        """SET in the background (a failure is handled as any, by `_call`)."""
-        task = asyncio.create_task(self._call(redis.set(key, body, ex=ttl)))
+        """SET in the background (a failure is handled as any, by OptionalRedis)."""
+        task = asyncio.create_task(self._redis.call(redis.set(key, body, ex=ttl)))
         self._storing[key] = task
 
         def done(finished: asyncio.Task[Any]) -> None:
@@ -170,32 +161,6 @@ class QueryCache:
                 del self._storing[key]
 
         task.add_done_callback(done)
-
-    def _usable(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    async def _call(self, command: Awaitable[Any]) -> Any:
-        try:
-            # The socket timeouts bound each read and connect; this bounds the whole call
-            # (a server that accepts and then never answers, retries inside the client).
-            async with asyncio.timeout(self._timeout * 2):
-                result = await command
-        except (RedisError, OSError, TimeoutError) as exc:
-            if self._usable():
-                log.warning(
-                    "query cache unavailable, answering uncached for %.0fs: %r",
-                    self._backoff,
-                    exc,
-                )
-            self._down_until = time.monotonic() + self._backoff
-            return _FAILED
-        if self._down_until:
-            self._down_until = 0.0
-            log.info("query cache available again")
-        return result
-
-
-_FAILED = object()
 
 
 def _is_relative(value: str | datetime | None) -> bool:
