@@ -214,10 +214,7 @@ _TENANT_SETTINGS = (
     "SELECT set_config('app.tenant_id', %s, true), set_config('role', %s, true), "
     "set_config('jit', 'off', true)"
 )
-_TENANT_SETTINGS_WITH_TIMEOUT = (
-    "SELECT set_config('app.tenant_id', %s, true), set_config('role', %s, true), "
-    "set_config('jit', 'off', true), set_config('statement_timeout', %s, true)"
-)
+_TENANT_SETTINGS_WITH_TIMEOUT = _TENANT_SETTINGS + ", set_config('statement_timeout', %s, true)"
 _TIMEOUT_SETTING = "SELECT set_config('statement_timeout', %s, true)"
 
 
