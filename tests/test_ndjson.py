@@ -16,7 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from services.gateway.ingest.translated import from_micros, seconds_as_time
+from services.gateway.ndjson.mapping import FieldNames, to_entry
 from tests.live_pipeline import Pipeline, live_pipeline
 
 NDJSON = "/api/v1/logs/ndjson"
@@ -207,3 +211,50 @@ async def test_a_retry_with_the_same_idempotency_key_is_stored_once(pipeline, ht
     )
     assert (await http.post(NDJSON, content=later, headers=tenant_of(tenant))).status_code == 202
     assert [r["message"] for r in await pipeline.stored(tenant, 2)] == ["once", "marker"]
+
+
+def test_fields_map_in_place_and_the_rest_is_metadata_in_the_order_sent() -> None:
+    """The mapping itself (services/gateway/ndjson/mapping.py), on the cases a record's
+    own field names make awkward: a `message` that is not the message field, a mapped
+    name that is one of the entry's own fields, a `metadata` that is no object."""
+    names = FieldNames(message=("log",), time=("date",), service=("host",))
+    record = {
+        "zeta": 1,
+        "message": "not the message",
+        "log": "the message",
+        "host": "svc-as-host",
+        "trace_id": "t-1",
+        "alpha": {"b": 2},
+        "metadata": [1, 2],
+        "level": "warning",
+        "date": 1_765_000_000.25,
+    }
+    assert to_entry(record, names) == {
+        "trace_id": "t-1",
+        "message": "the message",
+        "level": "WARN",
+        "service_name": "svc-as-host",
+        "timestamp": datetime(2025, 12, 6, 5, 46, 40, 250000, tzinfo=UTC),
+        "metadata": {
+            "zeta": 1,
+            "message": "not the message",
+            "alpha": {"b": 2},
+            "metadata": [1, 2],
+        },
+    }
+    nested = {"log": "m", "metadata": {"k": "v", "zeta": 3}, "zeta": 1, "user_id": "u"}
+    assert to_entry(nested, names) == {
+        "user_id": "u",
+        "message": "m",
+        "level": "INFO",
+        "service_name": "unknown_service",
+        "metadata": {"zeta": 3, "k": "v"},
+    }
+    assert "metadata" not in to_entry({"log": "m", "metadata": {}}, names)
+
+
+@given(st.integers(min_value=-6 * 10**15, max_value=6 * 10**15))
+def test_a_float_time_in_whole_microseconds_comes_back_exactly(micros: int) -> None:
+    """Between the years 1780 and 2160 (translated.py's `seconds_as_time`, which reads
+    the float seconds Fluent Bit sends)."""
+    assert seconds_as_time(micros / 1_000_000) == from_micros(micros)

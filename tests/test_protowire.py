@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from services.gateway.ingest.translated import from_micros
+from services.gateway.ingest.levels import level_name
+from services.gateway.ingest.translated import (
+    ENTRY_FIELDS,
+    TEXT_BOUNDS,
+    from_micros,
+    metadata_fits,
+)
 from services.gateway.ingest.validation import Limits
 from services.gateway.loki.decoding import decode_protobuf
 from services.gateway.loki.labels import LabelMapping
@@ -36,6 +42,7 @@ from services.gateway.wire._protowire import (
     otlp_logs,
 )
 from shared.errors import BadRequest, FieldError
+from shared.model import LogEntryIn
 from shared.settings import Settings
 from tests.loki_client import logproto, push_request
 
@@ -250,10 +257,66 @@ def _push(streams: list[tuple[str, list[Any]]]) -> bytes:
 
 
 MAPPING = LabelMapping(service=("service_name", "app"))
+_ARGUMENT = {name: i for i, name in enumerate(ENTRY_FIELDS)}
+
+
+class ReferenceTranslator(Translator):
+    """The Translator with its per-line loop in Python, as it was before the C one
+    (wire/_protowire.c `loki_entries`), which must do exactly the same."""
+
+    def entries(self, entries: Any) -> None:
+        stream = self._stream
+        assert stream is not None
+        shared = {
+            **stream.fields,
+            "service_name": stream.service_name,
+            "level": stream.level,
+            "metadata": stream.metadata,
+            "host": stream.host,
+            "environment": stream.environment,
+        }
+        arguments = [shared.get(name) for name in ENTRY_FIELDS]
+        for timestamp, line, structured in entries:
+            arguments[_ARGUMENT["timestamp"]] = timestamp
+            arguments[_ARGUMENT["message"]] = line
+            if self.may_hold_nul and "\x00" in line:
+                self.out.fits = False
+            if structured is None:
+                self.out.entries.append(LogEntryIn(*arguments))
+            else:
+                self.out.entries.append(LogEntryIn(*self._structured(arguments.copy(), structured)))
+
+    def _structured(self, arguments: list[Any], structured: list[str]) -> list[Any]:
+        assert self._stream is not None
+        metadata: dict[str, Any] | None = None
+        fits = True
+        pairs = iter(structured)
+        for name, value in zip(pairs, pairs, strict=True):
+            position = self._positions.get(name)
+            if position is not None and value:
+                arguments[position] = value
+                fits = fits and len(value) <= (TEXT_BOUNDS[ENTRY_FIELDS[position]][1] or 0)
+                continue
+            if name in self._level_keys and (known := level_name(value)) is not None:
+                arguments[_ARGUMENT["level"]] = known
+                continue
+            if metadata is None:
+                metadata = dict(self._stream.metadata) if self._stream.metadata else {}
+            metadata[name] = value
+        if metadata is not None:
+            arguments[_ARGUMENT["metadata"]] = metadata
+        if self.may_hold_nul:
+            fields = {
+                name: arguments[i] for name, i in _ARGUMENT.items() if i in self._positions.values()
+            }
+            fits = fits and metadata_fits(metadata) and metadata_fits(fields)
+        if not fits:
+            self.out.fits = False
+        return arguments
 
 
 def loki_reference(data: bytes) -> Translator:
-    translator = Translator(MAPPING, may_hold_nul=b"\x00" in data)
+    translator = ReferenceTranslator(MAPPING, may_hold_nul=b"\x00" in data)
     for stream in logproto().PushRequest.FromString(data).streams:
         translator.stream(
             stream_of_text(stream.labels, MAPPING), stream.labels, len(stream.entries)

@@ -80,6 +80,7 @@ def as_raw(entries: Iterable[LogEntryIn | dict[str, Any]]) -> list[msgspec.Raw]:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_from_timestamp = datetime.fromtimestamp
 # A time beyond what datetime holds: outside every accepted window, so validation
 # refuses the entry as too old or too far ahead, as it would any such time.
 _BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
@@ -89,6 +90,16 @@ _AFTER_ALL = datetime.max.replace(tzinfo=UTC)
 def from_micros(micros: int) -> datetime:
     """A Unix time in microseconds as a UTC datetime (protocols send integers)."""
     try:
-        return _EPOCH + timedelta(microseconds=micros)
+        return _EPOCH + timedelta(0, 0, micros)  # positional: keywords cost a third more
     except OverflowError:
         return _BEFORE_ALL if micros < 0 else _AFTER_ALL
+
+
+def seconds_as_time(seconds: float) -> datetime:
+    """A Unix time in seconds (a float, as agents send it) as a UTC datetime, to the
+    nearest microsecond. Between the years 1780 and 2160 a time in whole microseconds
+    comes back exactly (tests/test_ndjson.py); fromtimestamp costs half of from_micros."""
+    try:
+        return _from_timestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return _BEFORE_ALL if seconds < 0 else _AFTER_ALL

@@ -13,7 +13,8 @@ may hold NUL is decided once per body (`may_hold_nul`), not per string.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from services.gateway.loki.labels import (
     map_labels,
     parse_labels,
 )
+from services.gateway.wire._protowire import loki_entries
 from shared.model import LogEntryIn
 
 # The longest value each id field takes (trace_id: 128, …).
@@ -49,7 +51,12 @@ _TIMESTAMP, _METADATA = ENTRY_FIELDS.index("timestamp"), ENTRY_FIELDS.index("met
 _POSITIONS = {
     target: ENTRY_FIELDS.index(target) for target in {*FIELD_LABELS.values(), "host", "environment"}
 }
-_BOUNDS = {position: _FIELD_BOUNDS[target] for target, position in _POSITIONS.items()}
+# The longest value of each of LogEntryIn's arguments that structured metadata can fill.
+_BOUNDS = tuple(
+    _FIELD_BOUNDS.get(name, sys.maxsize) if name in _POSITIONS else sys.maxsize
+    for name in ENTRY_FIELDS
+)
+_LAYOUT = (_TIMESTAMP, _MESSAGE, _LEVEL, _METADATA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +158,17 @@ class Translator:
         self.out.fits = self.out.fits and stream.fits
         self.out.streams.append((text, entries))
 
-    def entries(self, entries: Iterable[Entry]) -> None:
-        """The current stream's lines. Runs once per line: what the stream gives every
-        entry is made once, before the loop, as LogEntryIn's arguments."""
+    def entries(self, entries: Sequence[Entry]) -> None:
+        """The current stream's lines, as LogEntryIn, in C (services/gateway/wire/).
+        Per line: its time and text over the stream's fields; then its structured
+        metadata over them, pair by pair in the order sent (the last of a name wins):
+        a name that fills a field (an id, host, environment; high-cardinality values
+        belong here rather than in labels) sets it when the value is not empty, a level
+        name with a level we know sets the level, and the rest joins the metadata (over
+        a label of the same name). Bounds are checked, and NUL when the body may hold
+        it; what does not fit leaves `out.fits` False."""
         stream = self._stream
         assert stream is not None, "entries() before stream()"
-        out = self.out
-        append = out.entries.append
-        check_nul = self.may_hold_nul
         shared = {
             **stream.fields,
             "service_name": stream.service_name,
@@ -167,47 +177,18 @@ class Translator:
             "host": stream.host,
             "environment": stream.environment,
         }
-        arguments: list[Any] = [shared.get(name) for name in ENTRY_FIELDS]
-        for timestamp, line, structured in entries:
-            arguments[_TIMESTAMP] = timestamp
-            arguments[_MESSAGE] = line
-            if check_nul and "\x00" in line:
-                out.fits = False
-            if structured is None:
-                append(LogEntryIn(*arguments))
-            else:
-                append(LogEntryIn(*self._structured(stream, arguments.copy(), structured)))
-
-    def _structured(
-        self, stream: Stream, arguments: list[Any], structured: Sequence[str]
-    ) -> list[Any]:
-        """An entry's structured metadata over its stream's labels (`arguments`, its
-        LogEntryIn's, changed and returned): a level key (with a name we know) sets the
-        level, id, host and environment keys fill their fields (high-cardinality values
-        belong here rather than in labels), the rest joins the metadata (over a label
-        of the same name)."""
-        positions, level_keys = self._positions, self._level_keys
-        metadata: dict[str, Any] | None = None
-        fits = True
-        pairs = iter(structured)
-        for name, value in zip(pairs, pairs, strict=True):
-            position = positions.get(name)
-            if position is not None and value:
-                arguments[position] = value
-                if len(value) > _BOUNDS[position]:
-                    fits = False
-                continue
-            if name in level_keys and (known := level_name(value)) is not None:
-                arguments[_LEVEL] = known
-                continue
-            if metadata is None:
-                metadata = dict(stream.metadata) if stream.metadata else {}
-            metadata[name] = value
-        if metadata is not None:
-            arguments[_METADATA] = metadata
-        if self.may_hold_nul:
-            fields = {name: arguments[position] for name, position in _POSITIONS.items()}
-            fits = fits and metadata_fits(metadata) and metadata_fits(fields)
+        fits = loki_entries(
+            entries,
+            [shared.get(name) for name in ENTRY_FIELDS],
+            self._positions,
+            _BOUNDS,
+            self._level_keys,
+            level_name,
+            stream.metadata,
+            LogEntryIn,
+            self.out.entries,
+            self.may_hold_nul,
+            _LAYOUT,
+        )
         if not fits:
             self.out.fits = False
-        return arguments

@@ -4,6 +4,8 @@
  *   otlp_logs(body)       opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest
  *   otlp_attributes(raw)  the attributes of an opentelemetry.proto.resource.v1.Resource
  *   loki_push(body)       Loki's logproto.PushRequest
+ *   loki_entries(...)     a Loki stream's entries (from either push encoding) as
+ *                         LogEntryIn, the loop of loki/translate.py in C
  *
  * The body is untrusted: every read is bounds-checked, recursion is bounded, and any
  * malformed input raises ValueError with a short reason. The rules are protobuf's, as
@@ -1293,6 +1295,158 @@ error:
     return NULL;
 }
 
+/* -- Loki entries → LogEntryIn. ---------------------------------------------------- */
+
+/* Whether a str holds NUL (PostgreSQL text cannot). */
+static int
+holds_nul(PyObject *text)
+{
+    return PyUnicode_FindChar(text, 0, 0, PyUnicode_GET_LENGTH(text), 1) >= 0;
+}
+
+/* One stream's entries as LogEntryIn, appended to `out`: the loop of loki/translate.py's
+ * Translator.entries, whose docstrings say what each step means. `arguments` holds the
+ * stream's LogEntryIn arguments; `layout` the positions of (timestamp, message, level,
+ * metadata) among them; `positions` maps a structured-metadata name to the position of
+ * the field it fills, whose longest value is at that index of `bounds`. Returns whether
+ * every value is within its bound and, when `check_nul`, holds no NUL. */
+static PyObject *
+loki_entries(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *entries, *template, *positions, *bounds, *level_keys, *level_name;
+    PyObject *stream_metadata, *entry_type, *out, *seq = NULL, *result = NULL;
+    Py_ssize_t at_time, at_message, at_level, at_metadata, count, width, i;
+    int check_nul, fits = 1;
+    PyObject *base[32];
+    if (!PyArg_ParseTuple(args, "OO!O!O!OOOOO!p(nnnn):loki_entries", &entries,
+                          &PyList_Type, &template, &PyDict_Type, &positions, &PyTuple_Type,
+                          &bounds, &level_keys, &level_name, &stream_metadata, &entry_type,
+                          &PyList_Type, &out, &check_nul, &at_time, &at_message, &at_level,
+                          &at_metadata))
+        return NULL;
+    width = PyList_GET_SIZE(template);
+    if (width > 32 || PyTuple_GET_SIZE(bounds) != width || at_time < 0 || at_time >= width
+        || at_message < 0 || at_message >= width || at_level < 0 || at_level >= width
+        || at_metadata < 0 || at_metadata >= width) {
+        PyErr_SetString(PyExc_ValueError, "loki_entries: layout does not fit the arguments");
+        return NULL;
+    }
+    for (i = 0; i < width; i++)
+        base[i] = PyList_GET_ITEM(template, i);
+    if ((seq = PySequence_Fast(entries, "entries must be a sequence")) == NULL)
+        return NULL;
+    count = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *structured, *pairs = NULL;
+        PyObject *argv[32], *owned_level = NULL, *metadata = NULL, *entry;
+        Py_ssize_t k, n;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3
+            || !PyUnicode_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "an entry is (timestamp, line, structured)");
+            goto done;
+        }
+        memcpy(argv, base, sizeof(PyObject *) * width);
+        argv[at_time] = PyTuple_GET_ITEM(item, 0);
+        argv[at_message] = PyTuple_GET_ITEM(item, 1);
+        if (check_nul && holds_nul(argv[at_message]))
+            fits = 0;
+        structured = PyTuple_GET_ITEM(item, 2);
+        if (structured != Py_None) {
+            if ((pairs = PySequence_Fast(structured, "structured metadata")) == NULL)
+                goto done;
+            n = PySequence_Fast_GET_SIZE(pairs);
+            if (n % 2) {
+                PyErr_SetString(PyExc_ValueError, "structured metadata comes in pairs");
+                goto entry_failed;
+            }
+            for (k = 0; k < n; k += 2) {
+                PyObject *name = PySequence_Fast_GET_ITEM(pairs, k);
+                PyObject *value = PySequence_Fast_GET_ITEM(pairs, k + 1), *position;
+                int level_key;
+                if (!PyUnicode_Check(name) || !PyUnicode_Check(value)) {
+                    PyErr_SetString(PyExc_TypeError, "structured metadata is text");
+                    goto entry_failed;
+                }
+                position = PyDict_GetItemWithError(positions, name);
+                if (position == NULL && PyErr_Occurred())
+                    goto entry_failed;
+                if (position != NULL && PyUnicode_GET_LENGTH(value) > 0) {
+                    Py_ssize_t at = PyLong_AsSsize_t(position), bound;
+                    if (at < 0 || at >= width) {
+                        if (!PyErr_Occurred())
+                            PyErr_SetString(PyExc_ValueError, "a position out of range");
+                        goto entry_failed;
+                    }
+                    bound = PyLong_AsSsize_t(PyTuple_GET_ITEM(bounds, at));
+                    if (bound == -1 && PyErr_Occurred())
+                        goto entry_failed;
+                    argv[at] = value;
+                    if (PyUnicode_GET_LENGTH(value) > bound)
+                        fits = 0;
+                    continue;
+                }
+                if ((level_key = PySet_Contains(level_keys, name)) < 0)
+                    goto entry_failed;
+                if (level_key) {
+                    PyObject *known = PyObject_CallOneArg(level_name, value);
+                    if (known == NULL)
+                        goto entry_failed;
+                    if (known != Py_None) {
+                        Py_XSETREF(owned_level, known);
+                        argv[at_level] = known;
+                        continue;
+                    }
+                    Py_DECREF(known);
+                }
+                if (metadata == NULL) {
+                    metadata = PyDict_Check(stream_metadata) && PyDict_GET_SIZE(stream_metadata)
+                                   ? PyDict_Copy(stream_metadata)
+                                   : PyDict_New();
+                    if (metadata == NULL)
+                        goto entry_failed;
+                }
+                if (PyDict_SetItem(metadata, name, value) < 0)
+                    goto entry_failed;
+            }
+            if (metadata != NULL)
+                argv[at_metadata] = metadata;
+            /* NUL is looked for in what the entry ends with (a value replaced by a later
+             * one of the same name does not count); the stream's own values were looked
+             * at with its labels. */
+            if (check_nul && fits) {
+                Py_ssize_t at, cursor = 0;
+                PyObject *key, *value;
+                for (at = 0; at < width && fits; at++)
+                    if (argv[at] != base[at] && PyUnicode_Check(argv[at]) && holds_nul(argv[at]))
+                        fits = 0;
+                while (metadata != NULL && fits && PyDict_Next(metadata, &cursor, &key, &value))
+                    if ((PyUnicode_Check(key) && holds_nul(key))
+                        || (PyUnicode_Check(value) && holds_nul(value)))
+                        fits = 0;
+            }
+        }
+        entry = PyObject_Vectorcall(entry_type, argv, width, NULL);
+        if (entry == NULL || PyList_Append(out, entry) < 0) {
+            Py_XDECREF(entry);
+            goto entry_failed;
+        }
+        Py_DECREF(entry);
+        Py_XDECREF(pairs);
+        Py_XDECREF(owned_level);
+        Py_XDECREF(metadata);
+        continue;
+    entry_failed:
+        Py_XDECREF(pairs);
+        Py_XDECREF(owned_level);
+        Py_XDECREF(metadata);
+        goto done;
+    }
+    result = Py_NewRef(fits ? Py_True : Py_False);
+done:
+    Py_DECREF(seq);
+    return result;
+}
+
 /* -- The module. -------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -1303,6 +1457,8 @@ static PyMethodDef methods[] = {
      "The attributes of a raw OTLP Resource, as a dict."},
     {"loki_push", loki_push, METH_O,
      "A logproto.PushRequest: a (labels, entries) per stream."},
+    {"loki_entries", loki_entries, METH_VARARGS,
+     "One Loki stream's entries as LogEntryIn, appended to a list; whether all fit."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,5 +1,6 @@
 """Typing of the C extension (_protowire.c)."""
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,3 +29,21 @@ def otlp_attributes(resource: bytes, /) -> dict[str, Any]:
 def loki_push(body: bytes, /) -> list[tuple[str, list[LokiEntry]]]:
     """A logproto.PushRequest: per stream, its labels and entries. ValueError(reason) if
     malformed."""
+
+def loki_entries(
+    entries: Sequence[LokiEntry | tuple[datetime, str, Sequence[str] | None]],
+    arguments: list[Any],
+    positions: dict[str, int],
+    bounds: tuple[int, ...],
+    level_keys: frozenset[str],
+    level_name: Callable[[str], str | None],
+    stream_metadata: dict[str, Any] | None,
+    entry_type: type[Any],
+    out: list[Any],
+    check_nul: bool,
+    layout: tuple[int, int, int, int],
+    /,
+) -> bool:
+    """One stream's entries as `entry_type(*arguments)` appended to `out`, each over the
+    stream's `arguments` (the loop of loki/translate.py's Translator.entries); whether
+    every value fits its bound and, when `check_nul`, holds no NUL."""
