@@ -14,5 +14,6 @@ groups included) are skipped, the last value of a singular field wins, proto3 st
 must be UTF-8; anything malformed raises ValueError with a short reason. The body is
 untrusted: every read is bounds-checked and nesting is bounded (`MAX_VALUE_DEPTH`
 AnyValues in one another). What each function returns is in `_protowire.pyi`; the
-callers are services/gateway/otlp/decoding.py and services/gateway/loki/decoding.py.
+callers are services/gateway/otlp/decoding.py, services/gateway/loki/decoding.py and
+services/gateway/loki/translate.py.
 """
