@@ -20,11 +20,14 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.ingest.ids import uuid7
+from services.gateway.query import pages
 from services.gateway.query.store import (
     Statement,
     count_statement,
+    count_up_to,
     entries_statement,
     entry_statement,
+    estimate_count,
 )
 from services.janitor.search_index import build_search_index
 from shared import rollups
@@ -256,3 +259,30 @@ async def test_counting_a_search_of_a_closed_day_uses_the_trigram_index_through_
     plan = await explain(loaded, rollups.spans_statement(loaded.tenant, f, spans, dims, bucket))
     assert_indexed(loaded, plan, "message_trgm")
     assert partitions(plan) == {f"log_entries_p{yesterday:%Y%m%d}"}
+
+
+async def test_a_whole_range_far_past_the_cap_is_the_planners_estimate_uncounted(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's total (services/gateway/query/pages.py): a tenant's time range with no
+    other term, whose estimate is ten times the cap, is that estimate, flagged, never
+    below what the page showed; a narrower filter is counted up to the cap first. The
+    cap is lowered so that 40,000 rows are far past it."""
+    monkeypatch.setattr(pages, "COUNT_CAP", 100)
+    whole = compile_filter(window(24 * DAYS), NOW)
+    narrow = compile_filter(LogFilter(start_time=f"now-{DAYS}d", levels=["ERROR"]), NOW)
+    async with tenant_scope(loaded.pool, loaded.tenant) as conn:
+        planned = await estimate_count(conn, loaded.tenant, whole)
+        exact = await count_up_to(conn, loaded.tenant, whole, 10**9)
+        assert planned > 1_000 and planned != exact  # an estimate, not a count
+        assert await pages.count_total(conn, loaded.tenant, whole) == (planned, True)
+        assert await pages.count_total(conn, loaded.tenant, whole, at_least=10**8) == (
+            10**8,
+            True,
+        )
+        errors = await count_up_to(conn, loaded.tenant, narrow, 10**9)
+        assert errors > 100  # past the cap: counted to it, then the estimate if higher
+        total, estimated = await pages.count_total(conn, loaded.tenant, narrow)
+        assert estimated and total >= 101
+        monkeypatch.setattr(pages, "COUNT_CAP", errors)
+        assert await pages.count_total(conn, loaded.tenant, narrow) == (errors, False)

@@ -33,9 +33,9 @@ from shared.filters import CompiledFilter, LogFilter, compile_filter
 from shared.model import LogEntryOut
 
 COUNT_CAP = 10_000
-# Without a search, the planner's estimate (per-partition statistics of the tenant,
-# time, service and level columns) is taken as it is when it is this many times the cap;
-# below, the matches are counted up to the cap.
+# A tenant's whole time range (no other term) is estimated first, from per-partition
+# statistics of the tenant and time columns; the estimate is taken as it is when it is
+# this many times the cap, and the matches are counted up to the cap otherwise.
 ESTIMATE_TRUSTED_OVER_CAP = 10
 # With a search the planner's estimate is a guess (the selectivity of ILIKE on a
 # substring): 6 for 247 matches in a 20k-row tenant. Below this many it is checked by
@@ -131,7 +131,8 @@ async def count_total(
     conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter, *, at_least: int = 0
 ) -> tuple[int, bool]:
     """(total, is_estimate): exact up to COUNT_CAP, else the planner's row estimate,
-    which is taken without counting when it is ESTIMATE_TRUSTED_OVER_CAP times the cap.
+    which for a whole time range is taken without counting when it is
+    ESTIMATE_TRUSTED_OVER_CAP times the cap.
 
     With search terms, counting to COUNT_CAP would test up to every row of the window
     (86-306 ms per page at 10M rows where the page itself took 6-17), so the estimate
@@ -150,15 +151,29 @@ async def count_total(
                 # Exact below the cap; past it a lower bound above the estimate, flagged.
                 return counted, counted > SEARCH_COUNT_CAP
         return estimate, True
-    estimate = await estimate_count(conn, tenant_id, f)
-    if estimate > COUNT_CAP * ESTIMATE_TRUSTED_OVER_CAP:
-        # Counting could only confirm what the planner already says: far more than the
-        # cap. The latest 100 of a day at 10M rows: 1.8 ms of its 4.6 in PostgreSQL.
-        return max(estimate, at_least), True
+    planned: int | None = None
+    if _whole_time_range(f):
+        planned = await estimate_count(conn, tenant_id, f)
+        if planned > COUNT_CAP * ESTIMATE_TRUSTED_OVER_CAP:
+            # Counting could only confirm what the planner already says: far more than
+            # the cap. The latest 100 of a day at 10M rows: 1.8 ms of its 4.6 in SQL.
+            return max(planned, at_least), True
     counted = await count_up_to(conn, tenant_id, f, COUNT_CAP + 1)
     if counted <= COUNT_CAP:
         return counted, False
-    return max(counted, estimate), True
+    if planned is None:
+        planned = await estimate_count(conn, tenant_id, f)
+    return max(counted, planned), True
+
+
+def _whole_time_range(f: CompiledFilter) -> bool:
+    """Whether `f` is a time range of the tenant and nothing else: the filter whose
+    matches most often run far past the cap (a day of a busy tenant). A narrower one is
+    counted first, as its count usually stays below the cap and the estimate (0.6 ms
+    of planning) is not needed."""
+    return f.uses_only_rollup_dimensions and not (
+        f.services or f.levels or f.min_level is not None or f.environment
+    )
 
 
 async def entry_by_id(guard: QueryGuard, tenant_id: uuid.UUID, entry_id: uuid.UUID) -> LogEntryOut:
