@@ -267,15 +267,7 @@ class ReferenceTranslator(Translator):
     def entries(self, entries: Any) -> None:
         stream = self._stream
         assert stream is not None
-        shared = {
-            **stream.fields,
-            "service_name": stream.service_name,
-            "level": stream.level,
-            "metadata": stream.metadata,
-            "host": stream.host,
-            "environment": stream.environment,
-        }
-        arguments = [shared.get(name) for name in ENTRY_FIELDS]
+        arguments = stream.arguments()
         for timestamp, line, structured in entries:
             arguments[_ARGUMENT["timestamp"]] = timestamp
             arguments[_ARGUMENT["message"]] = line

@@ -72,6 +72,19 @@ class Stream:
     metadata: dict[str, str] | None
     fits: bool  # every label value within its field's bounds, none with NUL
 
+    def arguments(self) -> list[Any]:
+        """LogEntryIn's positional arguments (ENTRY_FIELDS) that every entry of the
+        stream starts from; each line fills in its time and text, and more."""
+        shared = {
+            **self.fields,
+            "service_name": self.service_name,
+            "level": self.level,
+            "metadata": self.metadata,
+            "host": self.host,
+            "environment": self.environment,
+        }
+        return [shared.get(name) for name in ENTRY_FIELDS]
+
 
 def stream_of(labels: dict[str, str], mapping: LabelMapping) -> Stream:
     mapped = map_labels(labels, mapping)
@@ -169,17 +182,9 @@ class Translator:
         it; what does not fit leaves `out.fits` False."""
         stream = self._stream
         assert stream is not None, "entries() before stream()"
-        shared = {
-            **stream.fields,
-            "service_name": stream.service_name,
-            "level": stream.level,
-            "metadata": stream.metadata,
-            "host": stream.host,
-            "environment": stream.environment,
-        }
         fits = loki_entries(
             entries,
-            [shared.get(name) for name in ENTRY_FIELDS],
+            stream.arguments(),
             self._positions,
             _BOUNDS,
             self._level_keys,
