@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
 from psycopg import AsyncConnection, sql
 
 from shared.compaction import WATERMARK_SQL, watermark_of
@@ -178,11 +179,52 @@ def spans_statement(
     dims: Sequence[Dimension],
     bucket: timedelta | None,
 ) -> Statement:
-    """The grouped counts of every span, one SELECT each: what `count_groups` and
-    `count_buckets` send, and what tests/test_query_plans.py EXPLAINs."""
+    """The grouped counts of every span, one SELECT each: what `count_groups` sends,
+    and what tests/test_query_plans.py EXPLAINs."""
     parts = [_span_select(tenant_id, f, s, dims, bucket) for s in spans]
     statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p.query) for p in parts)
     return Statement(statement, [param for p in parts for param in p.params])
+
+
+def cells_statement(
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    spans: Sequence[Span],
+    dims: Sequence[Dimension],
+    bucket: timedelta,
+) -> Statement:
+    """Rows (bucket, *dims, n bigint) whose sums per (bucket, *dims) are the counts, for
+    a caller that groups them itself (histograms): raw spans count their rows per group,
+    rollup spans give their cells as stored. Grouping each rollup span first, as
+    spans_statement does, doubled the work: the 1-minute histogram of a day of the
+    busiest tenant took 8.8 ms in PostgreSQL that way, 3.6 ms this way (10M rows)."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("bucket", *dims, "n"))
+    selects: list[sql.Composable] = []
+    params: list[Any] = []
+    for span in spans:
+        if span.source is Source.RAW:
+            # Its first, last and step columns left out.
+            grouped = _span_select(tenant_id, f, span, dims, bucket)
+            selects.append(sql.SQL("SELECT {} FROM ({}) AS raw").format(columns, grouped.query))
+            params += grouped.params
+            continue
+        time_col = sql.Identifier(span.source.column)
+        where = where_sql(tenant_id, replace(f, start=None, end=None))
+        selects.append(
+            sql.SQL(
+                "SELECT {} AS bucket, {} count AS n FROM {} WHERE {} AND {} >= %s AND {} < %s"
+            ).format(
+                sql.SQL("date_bin(%s::interval, {}, {})").format(time_col, _ORIGIN),
+                sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(d)) for d in dims),
+                sql.Identifier(span.source.table),
+                where.clause,
+                time_col,
+                time_col,
+            )
+        )
+        params += [bucket, *where.params, span.start, span.end]
+    statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(s) for s in selects)
+    return Statement(statement, params)
 
 
 @dataclass(slots=True)
@@ -220,9 +262,21 @@ def _minutes_table(f: CompiledFilter, dims: Sequence[Dimension]) -> Source:
     return Source.LEVEL_MINUTE if whole_tenant else Source.MINUTE
 
 
-async def compacted_until(conn: AsyncConnection[Any]) -> datetime:
-    """The rollup watermark: hours and days before it are complete in their tables."""
-    cur = await conn.execute(WATERMARK_SQL, prepare=False)
+# The watermark and, in the same round trip, no parallel workers for the rest of the
+# transaction. A histogram from the rollups sums a few thousand cells and the partial
+# minutes at its edges, yet the planner hands the UNION of its spans to parallel workers,
+# whose start costs more than the whole sum: the 1-minute histogram of a day of the
+# busiest tenant at 10M rows took 13.4 ms with them, 6.5 ms without.
+_WATERMARK_SERIAL = (
+    "SELECT compacted_until, set_config('max_parallel_workers_per_gather', '0', true) "
+    "FROM rollup_watermark"
+)
+
+
+async def compacted_until(conn: AsyncConnection[Any], *, serial: bool = False) -> datetime:
+    """The rollup watermark: hours and days before it are complete in their tables.
+    `serial`: the rest of the transaction runs without parallel workers."""
+    cur = await conn.execute(_WATERMARK_SERIAL if serial else WATERMARK_SQL, prepare=False)
     return watermark_of(await cur.fetchone())
 
 
@@ -277,10 +331,10 @@ def _groups(rows: Sequence[Sequence[Any]], dims: int) -> list[Group]:
     return [g for g in groups.values() if g.count > 0]
 
 
-@dataclass(frozen=True, slots=True)
-class BucketCounts:
+class BucketCounts(msgspec.Struct, frozen=True):
     """One time bucket (of one service, when grouped by service): counts per level,
-    DEBUG first, FATAL last."""
+    DEBUG first, FATAL last. A Struct: a day of minutes makes 1,440 of them, built four
+    times faster than a frozen dataclass."""
 
     time: datetime
     service_name: str | None
@@ -304,7 +358,8 @@ async def count_buckets(
 ) -> tuple[list[BucketCounts], bool]:
     """Counts per time bucket (date_bin of `interval`, UTC), per level and optionally
     per service, over f's window, in bucket order; and whether rollups answered. Only
-    buckets with entries are returned. `kept` as for count_groups."""
+    buckets with entries are returned. `kept` as for count_groups. When rollups answer,
+    the rest of the transaction runs without parallel workers (`compacted_until`)."""
     start, end = _window(f)
     rollups = f.uses_only_rollup_dimensions
     dims = ("service_name", "level") if by_service else ("level",)
@@ -318,11 +373,11 @@ async def count_buckets(
         rollups=rollups,
         coarsest=max(step for step in (MINUTE, HOUR, DAY) if interval % step == timedelta(0)),
         minutes=_minutes_table(f, dims),
-        compacted_until=await compacted_until(conn) if rollups else None,
+        compacted_until=await compacted_until(conn, serial=True) if rollups else None,
     )
     if not spans:
         return [], rollups
-    query = spans_statement(tenant_id, f, spans, dims, interval)
+    query = cells_statement(tenant_id, f, spans, dims, interval)
     # Pivoted here, one row per bucket: five times fewer rows to send and decode.
     keys = sql.SQL(", ").join(
         [sql.Identifier("bucket"), *(sql.Identifier(d) for d in dims if d != "level")]
