@@ -262,22 +262,36 @@ def _minutes_table(f: CompiledFilter, dims: Sequence[Dimension]) -> Source:
     return Source.LEVEL_MINUTE if whole_tenant else Source.MINUTE
 
 
-# The watermark and, in the same round trip, no parallel workers for the rest of the
-# transaction. A histogram from the rollups sums a few thousand cells and the partial
-# minutes at its edges, yet the planner hands the UNION of its spans to parallel workers,
-# whose start costs more than the whole sum: the 1-minute histogram of a day of the
-# busiest tenant at 10M rows took 13.4 ms with them, 6.5 ms without.
-_WATERMARK_SERIAL = (
-    "SELECT compacted_until, set_config('max_parallel_workers_per_gather', '0', true) "
-    "FROM rollup_watermark"
-)
-
-
-async def compacted_until(conn: AsyncConnection[Any], *, serial: bool = False) -> datetime:
-    """The rollup watermark: hours and days before it are complete in their tables.
-    `serial`: the rest of the transaction runs without parallel workers."""
-    cur = await conn.execute(_WATERMARK_SERIAL if serial else WATERMARK_SQL, prepare=False)
+async def compacted_until(conn: AsyncConnection[Any]) -> datetime:
+    """The rollup watermark: hours and days before it are complete in their tables."""
+    cur = await conn.execute(WATERMARK_SQL, prepare=False)
     return watermark_of(await cur.fetchone())
+
+
+# A count from the rollups reads a few thousand cells and the partial minutes at the
+# range's edges, yet the planner hands the UNION of its spans to parallel workers, whose
+# start costs more than the whole count. At 10M rows, the busiest tenant's 1-minute
+# histogram of a day took 13.4 ms with them and 6.5 ms without; stats over 7 days 9.6
+# and 4.7 ms. The setting is put back after the statement (two short round trips): the
+# same transaction may go on to read rows, where workers pay (Loki, alert rules).
+_SERIAL = (
+    "SELECT current_setting('max_parallel_workers_per_gather'), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+_PARALLEL_AGAIN = "SELECT set_config('max_parallel_workers_per_gather', %s, true)"
+
+
+async def fetch_serially(
+    conn: AsyncConnection[Any], query: sql.Composed | bytes, params: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """The rows of a count from the rollups, planned without parallel workers."""
+    cur = await conn.execute(_SERIAL, prepare=False)
+    row = await cur.fetchone()
+    assert row is not None
+    cur = await conn.execute(query, params, prepare=False)
+    rows: list[tuple[Any, ...]] = await cur.fetchall()
+    await conn.execute(_PARALLEL_AGAIN, (row[0],), prepare=False)
+    return rows
 
 
 def _window(f: CompiledFilter) -> tuple[datetime, datetime]:
@@ -312,8 +326,10 @@ async def count_groups(
     if not spans:
         return [], rollups
     query = spans_statement(tenant_id, f, spans, dims, None)
+    if rollups:
+        return _groups(await fetch_serially(conn, query.query, query.params), len(dims)), True
     cur = await conn.execute(query.query, query.params, prepare=False)
-    return _groups(await cur.fetchall(), len(dims)), rollups
+    return _groups(await cur.fetchall(), len(dims)), False
 
 
 def _groups(rows: Sequence[Sequence[Any]], dims: int) -> list[Group]:
@@ -358,8 +374,7 @@ async def count_buckets(
 ) -> tuple[list[BucketCounts], bool]:
     """Counts per time bucket (date_bin of `interval`, UTC), per level and optionally
     per service, over f's window, in bucket order; and whether rollups answered. Only
-    buckets with entries are returned. `kept` as for count_groups. When rollups answer,
-    the rest of the transaction runs without parallel workers (`compacted_until`)."""
+    buckets with entries are returned. `kept` as for count_groups."""
     start, end = _window(f)
     rollups = f.uses_only_rollup_dimensions
     dims = ("service_name", "level") if by_service else ("level",)
@@ -373,7 +388,7 @@ async def count_buckets(
         rollups=rollups,
         coarsest=max(step for step in (MINUTE, HOUR, DAY) if interval % step == timedelta(0)),
         minutes=_minutes_table(f, dims),
-        compacted_until=await compacted_until(conn, serial=True) if rollups else None,
+        compacted_until=await compacted_until(conn) if rollups else None,
     )
     if not spans:
         return [], rollups
@@ -385,8 +400,11 @@ async def count_buckets(
     statement = sql.SQL("SELECT {}, {} FROM ({}) AS spans GROUP BY {} ORDER BY {}").format(
         keys, _PER_LEVEL, query.query, keys, keys
     )
-    cur = await conn.execute(statement, query.params, prepare=False)
-    rows = await cur.fetchall()
+    if rollups:
+        rows = await fetch_serially(conn, statement, query.params)
+    else:
+        cur = await conn.execute(statement, query.params, prepare=False)
+        rows = await cur.fetchall()
     if by_service:
         return [BucketCounts(r[0], r[1], tuple(r[2:])) for r in rows], rollups
     return [BucketCounts(r[0], None, tuple(r[1:])) for r in rows], rollups

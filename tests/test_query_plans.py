@@ -261,32 +261,36 @@ async def test_counting_a_search_of_a_closed_day_uses_the_trigram_index_through_
     assert partitions(plan) == {f"log_entries_p{yesterday:%Y%m%d}"}
 
 
-async def test_a_histogram_from_the_rollups_runs_without_parallel_workers(loaded: Loaded) -> None:
-    """The histogram (shared/rollups.py, count_buckets) reads the watermark so that its
-    transaction plans without parallel workers: its cells are few, and workers cost more
-    to start than they save. The planner is made to favour workers at any size here, as
-    it does for a busy tenant's day of minute cells (10M rows)."""
+async def test_counts_from_the_rollups_are_planned_without_parallel_workers(
+    loaded: Loaded,
+) -> None:
+    """Histograms and stats from the rollups (shared/rollups.py) run through
+    `fetch_serially`: their cells are few, and workers cost more to start than they save.
+    The planner is made to favour workers at any size here, as it does for a busy
+    tenant's day of minute cells at 10M rows; the transaction gets its setting back."""
     day = LogFilter(start_time=(NOW - timedelta(days=1)).isoformat(), end_time=NOW.isoformat())
     f = compile_filter(day, NOW)
     assert f.start is not None and f.end is not None
-    favour_workers = ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size")
-    plans = []
-    for serial in (False, True):
-        async with tenant_scope(loaded.pool, loaded.tenant) as conn:
-            for name in favour_workers:
-                await conn.execute(f"SET LOCAL {name} = 0")
-            watermark = await rollups.compacted_until(conn, serial=serial)
-            spans = rollups.plan_spans(
-                f.start, f.end, rollups=True, coarsest=rollups.MINUTE,
-                minutes=rollups.Source.LEVEL_MINUTE, compacted_until=watermark,
-            )  # fmt: skip
-            cells = rollups.cells_statement(loaded.tenant, f, spans, ("level",), rollups.MINUTE)
-            cur = await conn.execute(
-                b"EXPLAIN " + cells.query.as_bytes(conn), cells.params, prepare=False
-            )
-            plans.append("\n".join(row[0] for row in await cur.fetchall()))
-    assert "Gather" in plans[0]  # what the setting prevents
-    assert "Gather" not in plans[1]
+    async with tenant_scope(loaded.pool, loaded.tenant) as conn:
+        for name in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            await conn.execute(f"SET LOCAL {name} = 0")
+        spans = rollups.plan_spans(
+            f.start, f.end, rollups=True, coarsest=rollups.MINUTE,
+            minutes=rollups.Source.LEVEL_MINUTE,
+            compacted_until=await rollups.compacted_until(conn),
+        )  # fmt: skip
+        cells = rollups.cells_statement(loaded.tenant, f, spans, ("level",), rollups.MINUTE)
+        explain = b"EXPLAIN " + cells.query.as_bytes(conn)
+        cur = await conn.execute(explain, cells.params, prepare=False)
+        as_planned = "\n".join(row[0] for row in await cur.fetchall())
+        serial = "\n".join(
+            row[0] for row in await rollups.fetch_serially(conn, explain, cells.params)
+        )
+        cur = await conn.execute("SHOW max_parallel_workers_per_gather")
+        after = await cur.fetchone()
+    assert "Gather" in as_planned  # what fetch_serially prevents
+    assert "Gather" not in serial
+    assert after is not None and after[0] != "0"
 
 
 async def test_a_whole_range_far_past_the_cap_is_the_planners_estimate_uncounted(
