@@ -428,7 +428,9 @@ def measure_baselines(results: list[Result], conninfo: str) -> None:
                 for call in r.calls if not r.skipped else []:
                     if call.direct is not None:
                         started = time.perf_counter()
-                        await call.direct(aconn)
+                        # In a transaction, as the gateway reads (tenant_scope).
+                        async with aconn.transaction():
+                            await call.direct(aconn)
                         r.direct.append((time.perf_counter() - started) * 1000)
 
     asyncio.run(direct_all())

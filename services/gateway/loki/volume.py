@@ -204,8 +204,7 @@ async def _bytes_rows(
     statement = sql.SQL("SELECT {}, sum(bytes) FROM ({}) AS cells GROUP BY {} ORDER BY 1").format(
         keys, sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p) for p in parts), keys
     )
-    cur = await conn.execute(statement, params, prepare=False)
-    return list(await cur.fetchall())
+    return await rollups.fetch_serially(conn, statement, params)
 
 
 Labels = tuple[tuple[str, str], ...]
