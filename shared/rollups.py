@@ -284,7 +284,9 @@ _PARALLEL_AGAIN = "SELECT set_config('max_parallel_workers_per_gather', %s, true
 async def fetch_serially(
     conn: AsyncConnection[Any], query: sql.Composed | bytes, params: Sequence[Any]
 ) -> list[tuple[Any, ...]]:
-    """The rows of a count from the rollups, planned without parallel workers."""
+    """The rows of a count from the rollups, planned without parallel workers. `conn`
+    must be in a transaction (the query API's and the evaluator's are): the setting is
+    the transaction's own, and a failed statement takes it back with the rest."""
     cur = await conn.execute(_SERIAL, prepare=False)
     row = await cur.fetchone()
     assert row is not None
