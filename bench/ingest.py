@@ -29,7 +29,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -152,20 +152,27 @@ class Copied:
     postgres_us_per_row: float  # CPU of the PostgreSQL backend doing the COPY
 
 
-def raw_copy(admin: Settings, workload: Workload, *, bare: bool = False) -> Copied:
+def log_entries_indexes(conn: psycopg.Connection) -> list[str]:
+    """The indexes declared on log_entries (each partition gets its own copy)."""
+    rows = conn.execute(
+        "SELECT indexrelid::regclass::text FROM pg_index "
+        "WHERE indrelid = 'log_entries'::regclass ORDER BY 1"
+    ).fetchall()
+    return [str(index) for (index,) in rows]
+
+
+def raw_copy(admin: Settings, workload: Workload, *, keep: Collection[str] | None = None) -> Copied:
     """Rows per second of one COPY of all rows (pre-formatted text) in one transaction;
-    `bare`: into log_entries without any index (the heap's own limit on this machine)."""
+    `keep`: only these of log_entries' indexes (none: the heap's own limit on this
+    machine), every one by default."""
     with (
         fresh_database(admin, "copy") as settings,
         psycopg.connect(settings.postgres_conninfo()) as conn,
     ):
-        if bare:
-            indexes = conn.execute(
-                "SELECT indexrelid::regclass::text FROM pg_index "
-                "WHERE indrelid = 'log_entries'::regclass"
-            ).fetchall()
-            for (index,) in indexes:
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+        if keep is not None:
+            for index in log_entries_indexes(conn):
+                if index not in keep:
+                    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
             conn.commit()
         data = workload.copy_text
         backend_cpu = cpu_seconds(conn.info.backend_pid)
@@ -406,6 +413,11 @@ def main() -> None:
         help="stamp the rows over this many seconds before the run",
     )
     parser.add_argument(
+        "--index-costs",
+        action="store_true",
+        help="only what each index of log_entries costs a raw COPY, then exit",
+    )
+    parser.add_argument(
         "--variants",
         default="1x5000x1,2x5000x1,1x20000x1,1x5000x2",
         help="writers x WRITER_BATCH_ROWS x gateways, comma-separated",
@@ -424,13 +436,17 @@ def main() -> None:
     body_mb = sum(len(b) for _, b in workload.bodies) / 1e6
     print(f"{workload.rows} rows in batches of {workload.batch} ({body_mb:.0f} MB of JSON)")
 
+    if args.index_costs:
+        index_costs(admin, workload)
+        return
+
     # The machine's load drifts (other work may share its 2 cores): raw COPY is measured
     # before and after every variant, and each variant is compared with the mean of the two
     # measured around it.
     logs = Path(tempfile.mkdtemp(prefix="mlog-bench-"))
     # Issue 21's yardstick: the same COPY into a log_entries without indexes, before and
     # after the variants.
-    bare = [raw_copy(admin, workload, bare=True)]
+    bare = [raw_copy(admin, workload, keep=())]
     print(f"raw COPY without indexes: {bare[-1].rate:,.0f} rows/s", flush=True)
     copies = [raw_copy(admin, workload)]
     print(f"raw COPY, one process: {copies[-1].rate:,.0f} rows/s", flush=True)
@@ -456,7 +472,7 @@ def main() -> None:
     with fresh_database(admin, "lag") as settings, pipeline(settings, variant, logs) as run:
         lags = asyncio.run(lag_at(settings, run.urls[0], workload, rate / 2, args.lag_seconds))
 
-    bare.append(raw_copy(admin, workload, bare=True))
+    bare.append(raw_copy(admin, workload, keep=()))
     bare_rate = statistics.fmean(c.rate for c in bare)
     copy_cpu = statistics.fmean(c.postgres_us_per_row for c in copies)
     print(f"\nraw COPY: PostgreSQL CPU {copy_cpu:.0f} us per row")
@@ -483,6 +499,34 @@ def main() -> None:
     )
     compare_victorialogs(workload, args.clients)
     print(f"(service logs in {logs})")
+
+
+def index_costs(admin: Settings, workload: Workload) -> None:
+    """What each index of log_entries costs a raw COPY, alone (beside the bare heap) and
+    within the rest (beside every index): issue 21 asks which must exist on the open
+    partition. Each COPY goes into a fresh database."""
+    with (
+        fresh_database(admin, "idx") as settings,
+        psycopg.connect(settings.postgres_conninfo()) as c,
+    ):
+        names = log_entries_indexes(c)
+    every, bare = raw_copy(admin, workload), raw_copy(admin, workload, keep=())
+    for label, copied in (("every index", every), ("no index", bare)):
+        print(
+            f"{label}: {copied.rate:,.0f} rows/s, "
+            f"PostgreSQL {copied.postgres_us_per_row:.1f} us/row"
+        )
+    print("| index | alone: rows/s | us/row over none | the others: rows/s | us/row it adds |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in names:
+        alone = raw_copy(admin, workload, keep={name})
+        others = raw_copy(admin, workload, keep=set(names) - {name})
+        over_none = alone.postgres_us_per_row - bare.postgres_us_per_row
+        adds = every.postgres_us_per_row - others.postgres_us_per_row
+        print(
+            f"| {name} | {alone.rate:,.0f} | {over_none:+.1f} | {others.rate:,.0f} | {adds:+.1f} |",
+            flush=True,
+        )
 
 
 def compare_victorialogs(workload: Workload, clients: int) -> None:
