@@ -150,11 +150,7 @@ def _span_select(
         clause = sql.SQL("{} AND {} >= %s AND {} < %s").format(where.clause, time_col, time_col)
         where_params = [*where.params, span.start, span.end]
         count = sql.SQL("sum(count)")
-    bucket_expr: sql.Composable = sql.SQL("NULL::timestamptz")
-    bucket_params: list[Any] = []
-    if bucket is not None:
-        bucket_expr = sql.SQL("date_bin(%s::interval, {}, {})").format(time_col, _ORIGIN)
-        bucket_params = [bucket]
+    bucket_expr, bucket_params = _bucket(time_col, bucket)
     columns = [sql.SQL("{} AS bucket").format(bucket_expr), *(sql.Identifier(d) for d in dims)]
     statement = sql.SQL(
         "SELECT {}, {} AS n, min({}) AS first, max({}) AS last, {} AS step "
@@ -170,6 +166,13 @@ def _span_select(
         sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(columns) + 1)),
     )
     return Statement(statement, [*bucket_params, *where_params])
+
+
+def _bucket(time_col: sql.Identifier, bucket: timedelta | None) -> tuple[sql.Composable, list[Any]]:
+    """The bucket column's expression and its parameters: NULL without a bucket."""
+    if bucket is None:
+        return sql.SQL("NULL::timestamptz"), []
+    return sql.SQL("date_bin(%s::interval, {}, {})").format(time_col, _ORIGIN), [bucket]
 
 
 def spans_statement(
@@ -191,14 +194,17 @@ def cells_statement(
     f: CompiledFilter,
     spans: Sequence[Span],
     dims: Sequence[Dimension],
-    bucket: timedelta,
+    bucket: timedelta | None,
 ) -> Statement:
     """Rows (bucket, *dims, n bigint) whose sums per (bucket, *dims) are the counts, for
-    a caller that groups them itself (histograms): raw spans count their rows per group,
-    rollup spans give their cells as stored. Grouping each rollup span first, as
-    spans_statement does, doubled the work: the 1-minute histogram of a day of the
-    busiest tenant took 8.8 ms in PostgreSQL that way, 3.6 ms this way (10M rows)."""
+    a caller that groups them itself (histograms; no bucket: NULL): raw spans count
+    their rows per group, rollup spans give their cells as stored. Grouping each rollup
+    span first, as spans_statement does, doubled the work: the 1-minute histogram of a
+    day of the busiest tenant took 8.8 ms in PostgreSQL that way, 3.6 ms this way (10M
+    rows)."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("bucket", *dims, "n"))
+    dim_columns = sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(d)) for d in dims)
+    where = where_sql(tenant_id, replace(f, start=None, end=None))  # the same for every cell span
     selects: list[sql.Composable] = []
     params: list[Any] = []
     for span in spans:
@@ -209,20 +215,20 @@ def cells_statement(
             params += grouped.params
             continue
         time_col = sql.Identifier(span.source.column)
-        where = where_sql(tenant_id, replace(f, start=None, end=None))
+        bucket_expr, bucket_params = _bucket(time_col, bucket)
         selects.append(
             sql.SQL(
                 "SELECT {} AS bucket, {} count AS n FROM {} WHERE {} AND {} >= %s AND {} < %s"
             ).format(
-                sql.SQL("date_bin(%s::interval, {}, {})").format(time_col, _ORIGIN),
-                sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(d)) for d in dims),
+                bucket_expr,
+                dim_columns,
                 sql.Identifier(span.source.table),
                 where.clause,
                 time_col,
                 time_col,
             )
         )
-        params += [bucket, *where.params, span.start, span.end]
+        params += [*bucket_params, *where.params, span.start, span.end]
     statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(s) for s in selects)
     return Statement(statement, params)
 
@@ -281,12 +287,20 @@ _SERIAL = (
 _PARALLEL_AGAIN = "SELECT set_config('max_parallel_workers_per_gather', %s, true)"
 
 
-async def fetch_serially(
-    conn: AsyncConnection[Any], query: sql.Composed | bytes, params: Sequence[Any]
+async def fetch_counts(
+    conn: AsyncConnection[Any],
+    query: sql.Composed | bytes,
+    params: Sequence[Any],
+    *,
+    serial: bool,
 ) -> list[tuple[Any, ...]]:
-    """The rows of a count from the rollups, planned without parallel workers. `conn`
-    must be in a transaction (the query API's and the evaluator's are): the setting is
-    the transaction's own, and a failed statement takes it back with the rest."""
+    """The rows of a count; `serial` (a count from the rollups): planned without
+    parallel workers. `conn` must then be in a transaction (the query API's and the
+    evaluator's are): the setting is the transaction's own, and a failed statement takes
+    it back with the rest."""
+    if not serial:
+        cur = await conn.execute(query, params, prepare=False)
+        return await cur.fetchall()
     cur = await conn.execute(_SERIAL, prepare=False)
     row = await cur.fetchone()
     assert row is not None
@@ -328,10 +342,8 @@ async def count_groups(
     if not spans:
         return [], rollups
     query = spans_statement(tenant_id, f, spans, dims, None)
-    if rollups:
-        return _groups(await fetch_serially(conn, query.query, query.params), len(dims)), True
-    cur = await conn.execute(query.query, query.params, prepare=False)
-    return _groups(await cur.fetchall(), len(dims)), False
+    rows = await fetch_counts(conn, query.query, query.params, serial=rollups)
+    return _groups(rows, len(dims)), rollups
 
 
 def _groups(rows: Sequence[Sequence[Any]], dims: int) -> list[Group]:
@@ -402,11 +414,7 @@ async def count_buckets(
     statement = sql.SQL("SELECT {}, {} FROM ({}) AS spans GROUP BY {} ORDER BY {}").format(
         keys, _PER_LEVEL, query.query, keys, keys
     )
-    if rollups:
-        rows = await fetch_serially(conn, statement, query.params)
-    else:
-        cur = await conn.execute(statement, query.params, prepare=False)
-        rows = await cur.fetchall()
+    rows = await fetch_counts(conn, statement, query.params, serial=rollups)
     if by_service:
         return [BucketCounts(r[0], r[1], tuple(r[2:])) for r in rows], rollups
     return [BucketCounts(r[0], None, tuple(r[1:])) for r in rows], rollups

@@ -265,7 +265,7 @@ async def test_counts_from_the_rollups_are_planned_without_parallel_workers(
     loaded: Loaded,
 ) -> None:
     """Histograms and stats from the rollups (shared/rollups.py) run through
-    `fetch_serially`: their cells are few, and workers cost more to start than they save.
+    `fetch_counts(serial=True)`: their cells are few, and workers cost more to start than they save.
     The planner is made to favour workers at any size here, as it does for a busy
     tenant's day of minute cells at 10M rows; the transaction gets its setting back."""
     day = LogFilter(start_time=(NOW - timedelta(days=1)).isoformat(), end_time=NOW.isoformat())
@@ -284,11 +284,11 @@ async def test_counts_from_the_rollups_are_planned_without_parallel_workers(
         cur = await conn.execute(explain, cells.params, prepare=False)
         as_planned = "\n".join(row[0] for row in await cur.fetchall())
         serial = "\n".join(
-            row[0] for row in await rollups.fetch_serially(conn, explain, cells.params)
+            row[0] for row in await rollups.fetch_counts(conn, explain, cells.params, serial=True)
         )
         cur = await conn.execute("SHOW max_parallel_workers_per_gather")
         after = await cur.fetchone()
-    assert "Gather" in as_planned  # what fetch_serially prevents
+    assert "Gather" in as_planned  # what the serial fetch prevents
     assert "Gather" not in serial
     assert after is not None and after[0] != "0"
 

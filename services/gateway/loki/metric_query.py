@@ -142,19 +142,12 @@ async def _counts(
     )
     if not spans:
         return [], use
-    # With buckets, the rollup cells as stored (not grouped per span first), summed once.
-    if bucket is not None:
-        inner = rollups.cells_statement(tenant_id, f, spans, columns, bucket)
-    else:
-        inner = rollups.spans_statement(tenant_id, f, spans, columns, bucket)
+    inner = rollups.cells_statement(tenant_id, f, spans, columns, bucket)
     keys = sql.SQL(", ").join([sql.Identifier("bucket"), *(sql.Identifier(c) for c in columns)])
     statement = sql.SQL("SELECT {}, sum(n) FROM ({}) AS spans GROUP BY {} ORDER BY 1").format(
         keys, inner.query, keys
     )
-    if use:
-        return await rollups.fetch_serially(conn, statement, inner.params), use
-    cur = await conn.execute(statement, inner.params, prepare=False)
-    return list(await cur.fetchall()), use
+    return await rollups.fetch_counts(conn, statement, inner.params, serial=use), use
 
 
 async def _bytes(

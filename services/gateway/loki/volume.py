@@ -204,7 +204,7 @@ async def _bytes_rows(
     statement = sql.SQL("SELECT {}, sum(bytes) FROM ({}) AS cells GROUP BY {} ORDER BY 1").format(
         keys, sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(p) for p in parts), keys
     )
-    return await rollups.fetch_serially(conn, statement, params)
+    return await rollups.fetch_counts(conn, statement, params, serial=True)
 
 
 Labels = tuple[tuple[str, str], ...]
