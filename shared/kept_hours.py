@@ -89,8 +89,8 @@ class KeptHours:
 
     async def get(self, keys: list[str]) -> list[tuple[int, list[Row]] | None]:
         """Each key's (fingerprint, rows), None where nothing is kept (or Redis failed)."""
-        redis = self._redis.client
-        if not keys or redis is None or not self.enabled:
+        redis = self._redis.ready
+        if not keys or redis is None:
             return [None] * len(keys)
         found = await self._redis.call(redis.mget(keys))
         if not isinstance(found, list):
@@ -98,8 +98,8 @@ class KeptHours:
         return [_decoded(value) for value in found]
 
     async def put(self, items: dict[str, tuple[int, list[Row]]]) -> None:
-        redis = self._redis.client
-        if not items or redis is None or not self.enabled:
+        redis = self._redis.ready
+        if not items or redis is None:
             return
         async with redis.pipeline(transaction=False) as pipe:
             for key, value in items.items():

@@ -44,6 +44,11 @@ class OptionalRedis:
         """There, and not backing off after a failure."""
         return self.client is not None and time.monotonic() >= self._down_until
 
+    @property
+    def ready(self) -> Redis | None:
+        """The client when it is usable, else None."""
+        return self.client if self.usable else None
+
     async def call(self, command: Awaitable[Any]) -> Any:
         """`command`'s result, or FAILED."""
         try:

@@ -130,12 +130,12 @@ class QueryCache:
         answer) but still stores the result.
         """
         ttl = self._closed_ttl if closed else self._open_ttl
-        redis = self._redis.client
+        redis = self._redis.ready
         if redis is None or ttl <= 0:
             return Answer(await compute(), CacheStatus.OFF)
         key = self.key(tenant_id, kind, key_parts)
-        usable = self._redis.usable
-        if usable and not bypass:
+        usable = True
+        if not bypass:
             storing = self._storing.get(key)
             if storing is not None:
                 await asyncio.shield(storing)
