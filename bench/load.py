@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
+from services.janitor.closed_partitions import parent_index_ddl, settle_closed_partition
 from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
 from shared.compaction import compact
 from shared.migrate import migrate
@@ -47,7 +47,6 @@ COLUMNS = sql.SQL(
 DEFAULT_ROWS = 10_000_000
 SEED = 42
 _LEVELS = {level.name: int(level) for level in Level}
-_PARENT_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY public\.log_entries (.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,25 +252,6 @@ def _slices(settings: Settings, spec: LoadSpec, end: datetime, workers: int) -> 
     ]
 
 
-def parent_index_ddl(conn: psycopg.Connection, table: str) -> list[sql.Composed]:
-    """The partitioned indexes of log_entries, as CREATE INDEX statements for `table`."""
-    rows = conn.execute(
-        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
-        "WHERE i.indrelid = 'log_entries'::regclass"
-    ).fetchall()
-    ddl: list[sql.Composed] = []
-    for (definition,) in rows:
-        match = _PARENT_INDEX.match(definition)
-        if match is None:
-            raise RuntimeError(f"unexpected index definition: {definition}")
-        ddl.append(
-            sql.SQL("CREATE {}INDEX ON {} {}").format(
-                sql.SQL(match.group(1) or ""), sql.Identifier(table), sql.SQL(match.group(2))
-            )
-        )
-    return ddl
-
-
 def index_table(conninfo: str, table: str) -> str:
     """Build the parent's indexes on one bare day table (sorted builds, no WAL churn)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -303,17 +283,11 @@ def attach(settings: Settings, days: list[datetime]) -> None:
 
 
 def build_search_indexes(settings: Settings, before: datetime) -> int:
-    """What the janitor does for closed days, if this version has a search index."""
-    try:
-        from services.janitor.search_index import build_search_index
-    except ImportError:
-        return 0
+    """What the janitor does for closed days: each rewritten in tenant order, with its
+    search index (services/janitor/closed_partitions.py)."""
     built = 0
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone() is None:
-            return 0
-        conn.execute("SET maintenance_work_mem = '256MB'")
-        while build_search_index(conn, before=before) is not None:
+        while settle_closed_partition(conn, before=before) is not None:
             built += 1
     return built
 
@@ -331,7 +305,7 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
             applied = migrate(settings)
             if applied:
                 print(f"applied migrations {applied} to the existing load", flush=True)
-            # A search index added by a later version is built as the janitor would.
+            # Closed days a later version settles differently are settled as the janitor would.
             build_search_indexes(settings, before=_day(datetime.now(UTC)))
             return found
     started = time.monotonic()
@@ -347,7 +321,7 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
     attach(settings, days)
     _say("attached", started)
     built = build_search_indexes(settings, before=_day(datetime.now(UTC)))
-    _say(f"search index built on {built} closed day(s)", started)
+    _say(f"{built} closed day(s) rewritten in tenant order, with the search index", started)
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         # The rollup watermark where a running janitor keeps it (shared/compaction.py).
         compact(conn)

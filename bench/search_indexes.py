@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from services.gateway.ingest.ids import uuid7
-from services.janitor.search_index import build_search_index
+from services.janitor.closed_partitions import settle_closed_partition
 from shared.model import Level
 from tests.datagen import load_gen_logs
 
@@ -336,9 +336,10 @@ def main() -> None:
 
 def build_closed(conn: psycopg.Connection, end: datetime) -> str:
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
     started = time.perf_counter()
     count = 0
-    while build_search_index(conn, before=end.replace(hour=0, minute=0, second=0)):
+    while settle_closed_partition(conn, before=end.replace(hour=0, minute=0, second=0)):
         count += 1
     seconds = time.perf_counter() - started
     return f"{count} partitions in {seconds:.1f} s ({seconds / max(count, 1):.1f} s each)"

@@ -277,7 +277,7 @@ def where_sql(tenant_id: uuid.UUID, f: CompiledFilter, *, alias: str = "") -> Sq
     Values are always bound parameters; only column names are composed. The time bounds
     are half-open: start <= timestamp < end. Search terms are substring matches ignoring
     ASCII case (ILIKE under the "C" collation, LIKE wildcards escaped), which the trigram
-    index on `message COLLATE "C"` serves (services/janitor/search_index.py builds it).
+    index on `message COLLATE "C"` serves (services/janitor/closed_partitions.py builds it).
     """
 
     def col(name: str) -> sql.Composable:

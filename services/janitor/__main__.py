@@ -3,8 +3,8 @@
 At start it applies the migrations (as every process does). Each run (every
 JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old enough that their
 stream messages can no longer be redelivered, prunes live-tail resume records past
-TAIL_RESUME_WINDOW, and builds the search index of one closed day. Every
-RETENTION_INTERVAL, under the same lock, a retention run applies the retention policies
+TAIL_RESUME_WINDOW, and rewrites a closed day in tenant order with its search index.
+Every RETENTION_INTERVAL, under the same lock, a retention run applies the retention policies
 and size quotas (services/janitor/retention.py); within one janitor the two never run at
 once (each waits for the other instead of skipping its turn). Beside them, every
 ROLLUP_COMPACT_INTERVAL, settled minutes are compacted into the hourly and daily rollups
@@ -23,9 +23,9 @@ from collections.abc import Callable
 import psycopg
 
 from services.janitor import metrics, restore
+from services.janitor.closed_partitions import settle_closed_partition
 from services.janitor.lock import janitor_lock
 from services.janitor.retention import retention_once
-from services.janitor.search_index import build_search_index
 from shared.compaction import compact
 from shared.db import delete_older_than
 from shared.lifecycle import sleep_or_stop, stop_on_signals
@@ -52,7 +52,7 @@ def run_once(settings: Settings) -> bool:
         ensure_partitions_ahead(conn, settings)
         delete_older_than(conn, "ingest_inbox", INBOX_KEEP_HOURS * 3600)
         prune_tail_batches(conn, settings.tail_resume_window_seconds)
-        build_search_index(conn)
+        settle_closed_partition(conn)
     return True
 
 

@@ -1,0 +1,212 @@
+"""Closed partitions: rewritten once, in tenant order, with the search index; nothing lost."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from services.janitor import closed_partitions
+from services.janitor.closed_partitions import SEARCH_INDEX_SUFFIX, settle_closed_partition
+from shared.settings import Settings
+
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+YESTERDAY = TODAY - timedelta(days=1)
+TENANTS = [uuid.UUID(int=n) for n in (3, 1, 2)]
+ROW = (
+    'INSERT INTO log_entries (id, tenant_id, "timestamp", level, service_name, message, '
+    "trace_id, metadata, environment) VALUES (%s, %s, %s, 3, 'api', %s, %s, %s, 'prod')"
+)
+
+
+def settled(db: psycopg.Connection) -> set[str]:
+    return {
+        str(row[0])
+        for row in db.execute(
+            "SELECT tablename FROM pg_indexes WHERE indexname = tablename || %s",
+            (SEARCH_INDEX_SUFFIX,),
+        )
+    }
+
+
+def fill(db: psycopg.Connection, day: datetime, rows: int = 300) -> None:
+    """Rows of three tenants interleaved in arrival order, as the writer leaves them."""
+    db.execute("SELECT ensure_log_partition(%s)", (day,))
+    with db.transaction():
+        for i in range(rows):
+            tenant = TENANTS[i % len(TENANTS)]
+            db.execute(
+                ROW,
+                (
+                    uuid.uuid4(), tenant, day + timedelta(seconds=i * 17),
+                    f"payment {i} expired" if i % 4 == 0 else f"request {i} served",
+                    f"trace-{i}", f'{{"k": {i}}}',
+                ),
+            )  # fmt: skip
+
+
+def rows_of(db: psycopg.Connection, partition: str) -> list[tuple[object, ...]]:
+    return sorted(tuple(row) for row in db.execute(f"SELECT * FROM {partition}"))
+
+
+def test_closed_partitions_are_settled_one_per_call_oldest_first(db: psycopg.Connection) -> None:
+    older = [
+        db.execute("SELECT ensure_log_partition(%s)", (TODAY - timedelta(days=d),)).fetchone()[0]
+        for d in (2, 1)
+    ]
+    assert settle_closed_partition(db, before=TODAY) == older[0]
+    assert settled(db) == {older[0]}
+    assert settle_closed_partition(db, before=TODAY) == older[1]
+    assert settle_closed_partition(db, before=TODAY) is None  # today's is still open
+    assert settled(db) == set(older)
+    # A later boundary closes today's partition as well.
+    tomorrow = TODAY + timedelta(days=1)
+    assert settle_closed_partition(db, before=tomorrow) == f"log_entries_p{TODAY:%Y%m%d}"
+
+
+def test_a_day_closed_less_than_the_grace_ago_is_left_for_late_entries(
+    db: psycopg.Connection,
+) -> None:
+    db.execute("SELECT ensure_log_partition(%s)", (YESTERDAY,))
+    just_closed = TODAY + closed_partitions.LATE_ENTRY_GRACE / 2
+    assert settle_closed_partition(db, before=just_closed - closed_partitions.LATE_ENTRY_GRACE) \
+        is None  # fmt: skip
+    assert settle_closed_partition(db, before=TODAY) == f"log_entries_p{YESTERDAY:%Y%m%d}"
+
+
+def test_the_rewrite_keeps_every_row_and_index_and_orders_rows_by_tenant(
+    db: psycopg.Connection,
+) -> None:
+    fill(db, YESTERDAY)
+    partition = f"log_entries_p{YESTERDAY:%Y%m%d}"
+    before = rows_of(db, partition)
+    bound = db.execute(
+        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = %s", (partition,)
+    ).fetchone()
+
+    assert settle_closed_partition(db, before=TODAY) == partition
+
+    assert rows_of(db, partition) == before
+    assert (
+        db.execute(
+            "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = %s", (partition,)
+        ).fetchone()
+        == bound
+    )
+    # Physical order: each tenant's rows together.
+    in_order = [row[0] for row in db.execute(f"SELECT tenant_id FROM {partition} ORDER BY ctid")]
+    assert in_order == sorted(in_order)
+    # Every index of the parent has its child on the partition, plus the search index.
+    missing = db.execute(
+        "SELECT p.indexrelid::regclass::text FROM pg_index p "
+        "WHERE p.indrelid = 'log_entries'::regclass AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_inherits i JOIN pg_index c ON c.indexrelid = i.inhrelid "
+        "  WHERE i.inhparent = p.indexrelid AND c.indrelid = %s::regclass)",
+        (partition,),
+    ).fetchall()
+    assert missing == []
+    names = {
+        str(row[0]) for row in db.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s", (partition,)
+        )
+    }  # fmt: skip
+    assert partition + SEARCH_INDEX_SUFFIX in names
+    assert not [name for name in names if "_sorted" in name]
+    assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_sorted'").fetchone() \
+        == (0,)  # fmt: skip
+    # A tenant's search is answered through the parent as before.
+    count = db.execute(
+        'SELECT count(*) FROM log_entries WHERE tenant_id = %s AND (message COLLATE "C") '
+        "ILIKE '%%EXPIRED%%'",
+        (TENANTS[1],),
+    ).fetchone()
+    assert count == (25,)
+
+
+@pytest.fixture
+def quick_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many short tries a moment apart, so that the give-up path is reached in a test's time."""
+    monkeypatch.setattr(closed_partitions, "SWAP_TRIES", 40)
+    monkeypatch.setattr(closed_partitions, "SWAP_PAUSE_SECONDS", 0.05)
+
+
+def await_lock(db: psycopg.Connection, partition: str, *, granted: bool, mode: str) -> None:
+    """Until another session holds (or waits for) `mode` on `partition`: pg_locks polled,
+    as there is no notification of a lock taken."""
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    while datetime.now(UTC) < deadline:
+        row = db.execute(
+            "SELECT 1 FROM pg_locks WHERE relation = %s::regclass AND mode = %s AND granted = %s "
+            "AND pid <> pg_backend_pid()",
+            (partition, mode, granted),
+        ).fetchone()
+        if row:
+            return
+        db.execute("SELECT pg_sleep(0.02)")
+    raise AssertionError(f"no {mode} on {partition} (granted={granted})")
+
+
+class Background(threading.Thread):
+    """`work` run in a thread; `outcome()` joins it and gives its return or exception."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.result: object = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self.work()
+        except BaseException as exc:
+            self.result = exc
+
+    def outcome(self) -> object:
+        self.join(60)
+        assert not self.is_alive(), "still running after 60 s"
+        return self.result
+
+
+def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
+    db: psycopg.Connection,
+    settings: Settings,
+    quick_swap: None,
+) -> None:
+    """A reader keeps the swap from its lock while a late entry for the day arrives; the
+    rewrite then gives up rather than make that writer wait on it (the writer holds
+    log_entries: a deadlock), and the entry lands in the partition as it is."""
+    fill(db, YESTERDAY, rows=60)
+    partition = f"log_entries_p{YESTERDAY:%Y%m%d}"
+    conninfo = settings.postgres_conninfo()
+    with psycopg.connect(conninfo) as reader:
+        reader.execute("SELECT count(*) FROM log_entries")  # ACCESS SHARE until commit
+        janitor = psycopg.connect(conninfo, autocommit=True)
+        settling = Background(lambda: settle_closed_partition(janitor, before=TODAY))
+        await_lock(db, partition, granted=True, mode="ShareLock")
+
+        late_id = uuid.uuid4()
+
+        def write_late() -> None:
+            with psycopg.connect(conninfo) as writer:
+                writer.execute(
+                    ROW,
+                    (late_id, TENANTS[0], YESTERDAY + timedelta(hours=23), "late", None, None),
+                )
+
+        writing = Background(write_late)
+        await_lock(db, partition, granted=False, mode="RowExclusiveLock")
+        reader.commit()
+
+    assert settling.outcome() is None  # given up, tried again next run
+    assert writing.outcome() is None  # no deadlock, no error
+    janitor.close()
+    assert settled(db) == set()
+    assert db.execute("SELECT count(*) FROM log_entries WHERE id = %s", (late_id,)).fetchone() == (
+        1,
+    )
+    assert settle_closed_partition(db, before=TODAY) == partition
+    assert db.execute(f"SELECT count(*) FROM {partition}").fetchone() == (61,)
