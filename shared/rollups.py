@@ -514,9 +514,9 @@ async def _hour_fingerprints(
         compacted_until=await compacted_until(conn),
     )
     query = spans_statement(tenant_id, CompiledFilter(), spans, (), HOUR)
-    cur = await conn.execute(query.query, query.params, prepare=False)
     counts: dict[datetime, int] = {}
-    for cell, n, _, _, step in await cur.fetchall():
+    # Without workers: 3.5 ms against 26-38 with them over a week at 10M rows.
+    for cell, n, _, _, step in await fetch_counts(conn, query.query, query.params, serial=True):
         if step == DAY.total_seconds():
             for hour in range(24):
                 counts[cell + HOUR * hour] = -int(n) - 1
