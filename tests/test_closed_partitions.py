@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from services.janitor import closed_partitions
 from services.janitor.closed_partitions import SEARCH_INDEX_SUFFIX, settle_closed_partition
 from shared.settings import Settings
+from tests.polling import wait_until
+from tests.processes import Service, service_env
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 YESTERDAY = TODAY - timedelta(days=1)
@@ -134,20 +138,15 @@ def quick_swap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(closed_partitions, "SWAP_PAUSE_SECONDS", 0.05)
 
 
-def await_lock(db: psycopg.Connection, partition: str, *, granted: bool, mode: str) -> None:
-    """Until another session holds (or waits for) `mode` on `partition`: pg_locks polled,
-    as there is no notification of a lock taken."""
-    deadline = datetime.now(UTC) + timedelta(seconds=30)
-    while datetime.now(UTC) < deadline:
-        row = db.execute(
-            "SELECT 1 FROM pg_locks WHERE relation = %s::regclass AND mode = %s AND granted = %s "
-            "AND pid <> pg_backend_pid()",
-            (partition, mode, granted),
-        ).fetchone()
-        if row:
-            return
-        db.execute("SELECT pg_sleep(0.02)")
-    raise AssertionError(f"no {mode} on {partition} (granted={granted})")
+def lock_seen(db: psycopg.Connection, partition: str, mode: str, *, granted: bool) -> bool:
+    """Whether another session holds (or waits for) `mode` on `partition`: polled, as
+    nothing announces a lock taken."""
+    row = db.execute(
+        "SELECT 1 FROM pg_locks WHERE relation = %s::regclass AND mode = %s AND granted = %s "
+        "AND pid <> pg_backend_pid()",
+        (partition, mode, granted),
+    ).fetchone()
+    return row is not None
 
 
 class Background(threading.Thread):
@@ -171,7 +170,7 @@ class Background(threading.Thread):
         return self.result
 
 
-def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
+async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
     db: psycopg.Connection,
     settings: Settings,
     quick_swap: None,
@@ -186,7 +185,11 @@ def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
         reader.execute("SELECT count(*) FROM log_entries")  # ACCESS SHARE until commit
         janitor = psycopg.connect(conninfo, autocommit=True)
         settling = Background(lambda: settle_closed_partition(janitor, before=TODAY))
-        await_lock(db, partition, granted=True, mode="ShareLock")
+        await wait_until(
+            lambda: lock_seen(db, partition, "ShareLock", granted=True),
+            within=30,
+            what="the rewrite's lock",
+        )
 
         late_id = uuid.uuid4()
 
@@ -198,7 +201,11 @@ def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
                 )
 
         writing = Background(write_late)
-        await_lock(db, partition, granted=False, mode="RowExclusiveLock")
+        await wait_until(
+            lambda: lock_seen(db, partition, "RowExclusiveLock", granted=False),
+            within=30,
+            what="the late entry waiting",
+        )
         reader.commit()
 
     assert settling.outcome() is None  # given up, tried again next run
@@ -210,3 +217,31 @@ def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
     )
     assert settle_closed_partition(db, before=TODAY) == partition
     assert db.execute(f"SELECT count(*) FROM {partition}").fetchone() == (61,)
+
+
+async def test_sigterm_cancels_a_rewrite_in_progress_and_leaves_the_partition_as_it_was(
+    db: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    """A rewrite outlasts a stop grace period: SIGTERM cancels it (rolled back whole), and
+    the janitor exits at once instead of being killed mid-way."""
+    day = TODAY - timedelta(days=2)  # closed for over LATE_ENTRY_GRACE whatever the hour
+    fill(db, day, rows=30)
+    partition = f"log_entries_p{day:%Y%m%d}"
+    with psycopg.connect(settings.postgres_conninfo()) as late:
+        # A late entry's transaction still open: the rewrite waits for it.
+        late.execute(ROW, (uuid.uuid4(), TENANTS[0], day, "late", None, None))
+        with Service("services.janitor", service_env(settings), tmp_path) as janitor:
+
+            def rewrite_waiting() -> bool:
+                assert janitor.running(), janitor.output()[-3000:]
+                return lock_seen(db, partition, "ShareLock", granted=False)
+
+            await wait_until(rewrite_waiting, within=60, what="the janitor's rewrite")
+            janitor.signal(signal.SIGTERM)
+            # Not cancelled, it would wait for `late` as long as that stays open.
+            assert janitor.wait(30) == 0, janitor.output()[-3000:]
+        late.commit()
+    assert settled(db) == set()
+    assert db.execute(f"SELECT count(*) FROM {partition}").fetchone() == (31,)
+    assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_sorted'").fetchone() \
+        == (0,)  # fmt: skip

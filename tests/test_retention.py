@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.janitor.__main__ import run_once
+from services.janitor.__main__ import Rewrites, run_once
 from services.janitor.lock import LOCK_KEY
 from services.janitor.pacing import Pace
 from services.janitor.removal import rows_statement
@@ -566,7 +566,7 @@ async def test_two_janitors_at_once_only_one_acts(settings, db) -> None:
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         assert retention_once(settings, NOW, archiver=FakeArchive()) is None
-        assert run_once(settings) is False
+        assert run_once(settings, Rewrites()) is False
     assert per_tenant_day(db) == before
     assert db.execute("SELECT count(*) FROM retention_runs").fetchone() == (0,)
 

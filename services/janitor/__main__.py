@@ -41,7 +41,38 @@ log = logging.getLogger("janitor")
 INBOX_KEEP_HOURS = 72
 
 
-def run_once(settings: Settings) -> bool:
+class Rewrites:
+    """The connection rewriting a closed partition, for SIGTERM to cut short: a rewrite
+    takes tens of seconds per million rows, longer than a stop grace period, and one
+    cancelled is rolled back whole (services/janitor/closed_partitions.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        self._stopped = False
+
+    def run(self, conn: psycopg.Connection) -> None:
+        """One closed partition settled on `conn`, unless stopped before or during it."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._conn = conn
+        try:
+            settle_closed_partition(conn)
+        finally:
+            with self._lock:
+                self._conn = None
+
+    def stop(self) -> None:
+        """No rewrite from now on, and the one in progress cancelled (it then raises
+        QueryCanceled in its thread, after rolling back)."""
+        with self._lock:
+            self._stopped = True
+            if self._conn is not None:
+                self._conn.cancel_safe(timeout=5)
+
+
+def run_once(settings: Settings, rewrites: Rewrites) -> bool:
     """One housekeeping pass; False when another janitor holds the lock."""
     with (
         psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn,
@@ -52,8 +83,13 @@ def run_once(settings: Settings) -> bool:
         ensure_partitions_ahead(conn, settings)
         delete_older_than(conn, "ingest_inbox", INBOX_KEEP_HOURS * 3600)
         prune_tail_batches(conn, settings.tail_resume_window_seconds)
-        settle_closed_partition(conn)
+        rewrites.run(conn)
     return True
+
+
+async def _cancel_rewrites_on(stop: asyncio.Event, rewrites: Rewrites) -> None:
+    await stop.wait()
+    await asyncio.to_thread(rewrites.stop)
 
 
 def retention_run(settings: Settings, stop: asyncio.Event) -> bool:
@@ -119,6 +155,9 @@ async def _every(stop: asyncio.Event, name: str, seconds: int, work: Callable[[]
             failing = False
             delay: float = seconds
         except psycopg.Error as exc:
+            if stop.is_set():  # a rewrite cancelled by the stop: rolled back, not a failure
+                log.info("%s cut short by the stop: %s", name, exc)
+                break
             _ran(task, "failed", started)
             if not failing:
                 log.warning("%s failed, retrying: %s", name, exc)
@@ -138,12 +177,14 @@ async def run(settings: Settings) -> None:
         settings.rollup_compact_interval_seconds,
     )
     acting = threading.Lock()
+    rewrites = Rewrites()
     await asyncio.gather(
+        _cancel_rewrites_on(stop, rewrites),
         _every(
             stop,
             "janitor run",
             settings.janitor_interval_seconds,
-            _one_at_a_time(acting, lambda: run_once(settings)),
+            _one_at_a_time(acting, lambda: run_once(settings, rewrites)),
         ),
         _every(
             stop,
