@@ -6,7 +6,7 @@
 -- by a trigram GIN index. pg_trgm is a trusted extension: the database owner may
 -- install it. The index is NOT declared here on log_entries: maintaining it while rows
 -- arrive costs more than half the COPY rate, so the janitor builds it on each
--- partition once its day is over (services/janitor/closed_partitions.py), and the open day is searched
+-- partition once its day is over (shared/search_index.py), and the open day is searched
 -- through the tenant+time index.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
