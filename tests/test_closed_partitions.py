@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.janitor import closed_partitions
+from services.janitor import closed_partitions, metrics
 from services.janitor.closed_partitions import SEARCH_INDEX_SUFFIX, settle_closed_partition
 from shared.settings import Settings
 from tests.polling import wait_until
@@ -51,6 +51,14 @@ def fill(db: psycopg.Connection, day: datetime, rows: int = 300) -> None:
                     f"trace-{i}", f'{{"k": {i}}}',
                 ),
             )  # fmt: skip
+
+
+def outcomes(outcome: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "minisource_janitor_closed_partitions_total", {"outcome": outcome}
+    )
+    assert value is not None
+    return value
 
 
 def rows_of(db: psycopg.Connection, partition: str) -> list[tuple[object, ...]]:
@@ -92,7 +100,9 @@ def test_the_rewrite_keeps_every_row_and_index_and_orders_rows_by_tenant(
         "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = %s", (partition,)
     ).fetchone()
 
+    settled_before = outcomes("settled")
     assert settle_closed_partition(db, before=TODAY) == partition
+    assert outcomes("settled") == settled_before + 1
 
     assert rows_of(db, partition) == before
     assert (
@@ -181,6 +191,7 @@ async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
     fill(db, YESTERDAY, rows=60)
     partition = f"log_entries_p{YESTERDAY:%Y%m%d}"
     conninfo = settings.postgres_conninfo()
+    gave_up = outcomes("gave_up")
     with psycopg.connect(conninfo) as reader:
         reader.execute("SELECT count(*) FROM log_entries")  # ACCESS SHARE until commit
         janitor = psycopg.connect(conninfo, autocommit=True)
@@ -209,6 +220,7 @@ async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
         reader.commit()
 
     assert settling.outcome() is None  # given up, tried again next run
+    assert outcomes("gave_up") == gave_up + 1
     assert writing.outcome() is None  # no deadlock, no error
     janitor.close()
     assert settled(db) == set()

@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from services.janitor import metrics
+
 log = logging.getLogger(__name__)
 
 SEARCH_INDEX_SUFFIX = "_search"
@@ -146,8 +148,10 @@ def settle_closed_partition(
         _swap(conn, partition, sorted_copy, bound)
         swapped = True
     if not swapped:
+        metrics.CLOSED_PARTITIONS.labels("gave_up").inc()
         log.warning("%s not settled: log_entries stayed locked; next run tries again", partition)
         return None
+    metrics.CLOSED_PARTITIONS.labels("settled").inc()
     # Outside the transaction, as VACUUM must be: the visibility map set (index-only
     # counts) and statistics of the rewritten rows.
     conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(partition)))

@@ -33,6 +33,17 @@ COMPACTION_STEPS: Final = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+# services/janitor/closed_partitions.py: a rewrite that keeps giving up (log_entries
+# always locked at the swap) is what an operator wants to see here.
+CLOSED_PARTITION_OUTCOMES: Final = ("settled", "gave_up")
+CLOSED_PARTITIONS: Final = Counter(
+    "janitor_closed_partitions",
+    "Closed partitions rewritten in tenant order with their search index (settled), or "
+    "left for the next run because log_entries stayed locked at the swap (gave_up).",
+    ["outcome"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 # services/janitor/runs.py: Reason and Stage.
 REASONS: Final = ("retention", "tenant_quota", "global_quota", "partition")
 STAGES: Final = ("archive", "delete", "partition", "quota", "run")
@@ -91,3 +102,5 @@ for _reason in REASONS:
     DELETED_BYTES.labels(_reason)
 for _stage in STAGES:
     ERRORS.labels(_stage)
+for _outcome in CLOSED_PARTITION_OUTCOMES:
+    CLOSED_PARTITIONS.labels(_outcome)
