@@ -257,3 +257,24 @@ async def test_sigterm_cancels_a_rewrite_in_progress_and_leaves_the_partition_as
     assert db.execute(f"SELECT count(*) FROM {partition}").fetchone() == (31,)
     assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_sorted'").fetchone() \
         == (0,)  # fmt: skip
+
+
+def test_a_closed_month_is_settled_as_a_day_is(db: psycopg.Connection) -> None:
+    """PARTITION_INTERVAL=month: the partition is a month, its bound read from the catalog."""
+    for (name,) in db.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'log_entries'::regclass"
+    ).fetchall():
+        db.execute(f'DROP TABLE "{name}"')
+    db.execute("UPDATE log_settings SET value = 'month' WHERE key = 'partition_interval'")
+    this_month = TODAY.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    fill(db, last_month, rows=120)
+    partition = f"log_entries_p{last_month:%Y%m}"
+    before = rows_of(db, partition)
+
+    assert settle_closed_partition(db, before=this_month) == partition
+
+    assert rows_of(db, partition) == before
+    assert settled(db) == {partition}
+    assert settle_closed_partition(db, before=this_month) is None
