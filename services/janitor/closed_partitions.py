@@ -43,12 +43,14 @@ SWAP_TRIES = 10
 SWAP_PAUSE_SECONDS = 0.5
 
 # Partitions whose upper bound is at or before `before` and lacking a valid search index,
-# oldest first, with their bound. The bound is read from the catalog, not from the name.
+# oldest first, with their bound. The bound is read from the catalog, not from the name;
+# one not of the form ensure_log_partition gives (made by hand) is left alone.
 _UNSETTLED_SQL = """
 SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'log_entries'::regclass
+  AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES FROM \\(''[^'']+''\\) TO \\(''[^'']+''\\)$'
   AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
       <= %s
   AND NOT EXISTS (
