@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -274,17 +274,42 @@ async def compacted_until(conn: AsyncConnection[Any]) -> datetime:
     return watermark_of(await cur.fetchone())
 
 
+async def _fetch_with_settings(
+    conn: AsyncConnection[Any],
+    query: sql.Composed | bytes,
+    params: Sequence[Any],
+    settings: Mapping[str, str],
+) -> list[tuple[Any, ...]]:
+    """The rows of `query`, planned with the planner `settings`; the transaction's own
+    values are put back after it (it may go on to statements they would not suit).
+    `conn` must be in a transaction: the settings are the transaction's, and a failed
+    statement takes them back with the rest."""
+    names = list(settings)
+    swap = sql.SQL("SELECT {}, {}").format(
+        sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names),
+        sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(settings[n]))
+            for n in names
+        ),
+    )
+    cur = await conn.execute(swap, prepare=False)
+    before = await cur.fetchone()
+    assert before is not None
+    cur = await conn.execute(query, params, prepare=False)
+    rows: list[tuple[Any, ...]] = await cur.fetchall()
+    put_back = (sql.SQL("set_config({}, %s, true)").format(sql.Literal(n)) for n in names)
+    back = sql.SQL("SELECT {}").format(sql.SQL(", ").join(put_back))
+    await conn.execute(back, before[: len(names)], prepare=False)
+    return rows
+
+
 # A count from the rollups reads a few thousand cells and the partial minutes at the
 # range's edges, yet the planner hands the UNION of its spans to parallel workers, whose
 # start costs more than the whole count. At 10M rows, the busiest tenant's 1-minute
 # histogram of a day took 13.4 ms with them and 6.5 ms without; stats over 7 days 9.6
-# and 4.7 ms. The setting is put back after the statement (two short round trips): the
-# same transaction may go on to read rows, where workers pay (Loki, alert rules).
-_SERIAL = (
-    "SELECT current_setting('max_parallel_workers_per_gather'), "
-    "set_config('max_parallel_workers_per_gather', '0', true)"
-)
-_PARALLEL_AGAIN = "SELECT set_config('max_parallel_workers_per_gather', %s, true)"
+# and 4.7 ms. The same transaction may go on to read rows, where workers pay (Loki,
+# alert rules): the setting is put back after the statement.
+_SERIAL = {"max_parallel_workers_per_gather": "0"}
 
 
 async def fetch_counts(
@@ -296,18 +321,11 @@ async def fetch_counts(
 ) -> list[tuple[Any, ...]]:
     """The rows of a count; `serial` (a count from the rollups): planned without
     parallel workers. `conn` must then be in a transaction (the query API's and the
-    evaluator's are): the setting is the transaction's own, and a failed statement takes
-    it back with the rest."""
+    evaluator's are)."""
     if not serial:
         cur = await conn.execute(query, params, prepare=False)
         return await cur.fetchall()
-    cur = await conn.execute(_SERIAL, prepare=False)
-    row = await cur.fetchone()
-    assert row is not None
-    cur = await conn.execute(query, params, prepare=False)
-    rows: list[tuple[Any, ...]] = await cur.fetchall()
-    await conn.execute(_PARALLEL_AGAIN, (row[0],), prepare=False)
-    return rows
+    return await _fetch_with_settings(conn, query, params, _SERIAL)
 
 
 def _window(f: CompiledFilter) -> tuple[datetime, datetime]:
@@ -474,12 +492,10 @@ async def raw_rows(
     # are read from the OS cache, which two processes do faster than one. So rows from
     # workers and their start are made free for this statement (the bench's word count
     # over 7 days, cold, p95 607-1,708 -> 476-600 ms; p50 within the noise).
-    cur = await conn.execute(_FREE_WORKERS, prepare=False)
-    costs = await cur.fetchone()
-    assert costs is not None
-    cur = await conn.execute(query.query, query.params, prepare=False)
-    counted = [tuple(row) for row in await cur.fetchall()]
-    await conn.execute(_WORKERS_COST_AGAIN, (costs[0], costs[1]), prepare=False)
+    counted = [
+        tuple(row)
+        for row in await _fetch_with_settings(conn, query.query, query.params, _FREE_WORKERS)
+    ]
     per_hour: dict[datetime, list[tuple[Any, ...]]] = {hours[i]: [] for i in missing}
     for row in counted:
         kept_rows = per_hour.get(floor_to(row[0], HOUR))
@@ -489,14 +505,7 @@ async def raw_rows(
     return rows + counted
 
 
-_FREE_WORKERS = (
-    "SELECT current_setting('parallel_tuple_cost'), current_setting('parallel_setup_cost'), "
-    "set_config('parallel_tuple_cost', '0', true), set_config('parallel_setup_cost', '0', true)"
-)
-_WORKERS_COST_AGAIN = (
-    "SELECT set_config('parallel_tuple_cost', %s, true), "
-    "set_config('parallel_setup_cost', %s, true)"
-)
+_FREE_WORKERS = {"parallel_tuple_cost": "0", "parallel_setup_cost": "0"}
 
 
 def _runs(hours: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
