@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
-import threading
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -159,27 +158,6 @@ def lock_seen(db: psycopg.Connection, partition: str, mode: str, *, granted: boo
     return row is not None
 
 
-class Background(threading.Thread):
-    """`work` run in a thread; `outcome()` joins it and gives its return or exception."""
-
-    def __init__(self, work: Callable[[], object]) -> None:
-        super().__init__(daemon=True)
-        self.work = work
-        self.result: object = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.result = self.work()
-        except BaseException as exc:
-            self.result = exc
-
-    def outcome(self) -> object:
-        self.join(60)
-        assert not self.is_alive(), "still running after 60 s"
-        return self.result
-
-
 async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
     db: psycopg.Connection,
     settings: Settings,
@@ -192,10 +170,14 @@ async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
     partition = f"log_entries_p{YESTERDAY:%Y%m%d}"
     conninfo = settings.postgres_conninfo()
     gave_up = outcomes("gave_up")
-    with psycopg.connect(conninfo) as reader:
+    with (
+        psycopg.connect(conninfo) as reader,
+        psycopg.connect(conninfo, autocommit=True) as janitor,
+    ):
         reader.execute("SELECT count(*) FROM log_entries")  # ACCESS SHARE until commit
-        janitor = psycopg.connect(conninfo, autocommit=True)
-        settling = Background(lambda: settle_closed_partition(janitor, before=TODAY))
+        settling = asyncio.create_task(
+            asyncio.to_thread(settle_closed_partition, janitor, before=TODAY)
+        )
         await wait_until(
             lambda: lock_seen(db, partition, "ShareLock", granted=True),
             within=30,
@@ -211,18 +193,17 @@ async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
                     (late_id, TENANTS[0], YESTERDAY + timedelta(hours=23), "late", None, None),
                 )
 
-        writing = Background(write_late)
+        writing = asyncio.create_task(asyncio.to_thread(write_late))
         await wait_until(
             lambda: lock_seen(db, partition, "RowExclusiveLock", granted=False),
             within=30,
             what="the late entry waiting",
         )
         reader.commit()
+        assert await asyncio.wait_for(settling, 60) is None  # given up, tried again next run
+        await asyncio.wait_for(writing, 60)  # no deadlock, no error
 
-    assert settling.outcome() is None  # given up, tried again next run
     assert outcomes("gave_up") == gave_up + 1
-    assert writing.outcome() is None  # no deadlock, no error
-    janitor.close()
     assert settled(db) == set()
     assert db.execute("SELECT count(*) FROM log_entries WHERE id = %s", (late_id,)).fetchone() == (
         1,
