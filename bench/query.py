@@ -518,16 +518,31 @@ def cursor_calls(
     return [found[i % len(found)] for i in range(reps)], ""
 
 
+# Each index of log_entries' partitions under its parent's name (the search indexes the
+# janitor builds on closed days have none: "search").
+_INDEX_SIZES_SQL = """
+SELECT coalesce(parent.relname, 'log_entries search'), sum(pg_relation_size(x.indexrelid))
+FROM pg_partition_tree('log_entries') t
+JOIN pg_index x ON x.indrelid = t.relid
+LEFT JOIN pg_inherits i ON i.inhrelid = x.indexrelid
+LEFT JOIN pg_class parent ON parent.oid = i.inhparent
+WHERE t.isleaf
+GROUP BY 1 ORDER BY 2 DESC
+"""
+_ROLLUPS = ("log_counts", "log_counts_hourly", "log_counts_daily", "log_counts_by_level")
+
+
 def sizes(conn: psycopg.Connection, rows: int) -> list[tuple[str, int, int]]:
-    """(relation, bytes, rows) for log_entries (tables + indexes) and the rollups."""
+    """(relation, bytes, rows) for log_entries (heap and TOAST, then each index) and the
+    rollups (each with its indexes): issue 21's bytes-per-log breakdown."""
     out = []
-    table, index = conn.execute(
-        "SELECT sum(pg_table_size(relid)), sum(pg_indexes_size(relid)) "
-        "FROM pg_partition_tree('log_entries') WHERE isleaf"
-    ).fetchone() or (0, 0)
-    out.append(("log_entries heap+TOAST", int(table), rows))
-    out.append(("log_entries indexes", int(index), rows))
-    for rollup in ("log_counts", "log_counts_hourly", "log_counts_daily", "log_counts_by_level"):
+    table = conn.execute(
+        "SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('log_entries') WHERE isleaf"
+    ).fetchone()
+    out.append(("log_entries heap+TOAST", int(table[0]) if table else 0, rows))
+    for name, size in conn.execute(_INDEX_SIZES_SQL).fetchall():
+        out.append((f"  index {str(name).removeprefix('log_entries')[1:]}", int(size), rows))
+    for rollup in _ROLLUPS:
         if conn.execute("SELECT to_regclass(%s)", (rollup,)).fetchone() == (None,):
             continue
         size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (rollup,)).fetchone()
@@ -580,9 +595,15 @@ def report(
     for name, size, rows in size_rows:
         per = f"{size / rows:8.1f} B/row" if rows else ""
         print(f"{name:26} {size / 1024**2:9.1f} MiB  {rows:>12,} rows {per}")
-    entries = sum(size for name, size, _ in size_rows if name.startswith("log_entries"))
-    print(f"{'log_entries table+index':26} {entries / 1024**2:9.1f} MiB  "
-          f"{entries / max(loaded.spec.rows, 1):8.1f} B per stored row")  # fmt: skip
+    per_log = max(loaded.spec.rows, 1)
+    rollups = sum(size for name, size, _ in size_rows if name in _ROLLUPS)
+    entries = sum(size for _, size, _ in size_rows) - rollups
+    for label, size in (
+        ("log_entries table+index", entries),
+        ("rollups", rollups),
+        ("all included", entries + rollups),
+    ):
+        print(f"{label:26} {size / 1024**2:9.1f} MiB  {size / per_log:8.1f} B per stored log")
 
 
 def main() -> None:

@@ -66,7 +66,12 @@ FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = 'log_entries'::regclass
 ORDER BY c.relname
 """
-_PARENT_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ (USING .*)$")
+_PARENT_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ (USING .*?)( WHERE .*)?$")
+# A closed partition's B-trees are built full rather than at the default fillfactor of
+# 90: its rows change only by a rare late entry or by retention. At 10M rows that is
+# 10 % off each of them (the tenant+time index 40.7 -> 36.7 bytes per row, the
+# tenant+service+time one 54.0 -> 48.8, the id 31.6 -> 28.6).
+_PACKED = " WITH (fillfactor = 100)"
 
 # The partition's own index for each of the parent's: (parent index, partition index).
 _CHILD_INDEXES_SQL = """
@@ -92,11 +97,12 @@ _WAITED_FOR_SQL = (
 
 
 def parent_index_ddl(
-    conn: psycopg.Connection, table: str, *, prefix: str | None = None
+    conn: psycopg.Connection, table: str, *, prefix: str | None = None, packed: bool = False
 ) -> list[sql.Composed]:
     """The partitioned indexes of log_entries as CREATE INDEX statements for `table`: the
-    indexes ATTACH PARTITION adopts instead of building. Named `prefix` + the parent
-    index's name after "log_entries" when a prefix is given, else by PostgreSQL."""
+    indexes ATTACH PARTITION adopts instead of building (storage parameters are not
+    compared). Named `prefix` + the parent index's name after "log_entries" when a
+    prefix is given, else by PostgreSQL; B-trees `packed` (fillfactor 100) if asked."""
     ddl: list[sql.Composed] = []
     for name, definition in conn.execute(_PARENT_INDEXES_SQL).fetchall():
         match = _PARENT_INDEX.match(definition)
@@ -107,9 +113,16 @@ def parent_index_ddl(
             if prefix
             else sql.SQL("")
         )
+        unique, method, where = match.groups()
+        if packed and method.startswith("USING btree "):
+            method += _PACKED
         ddl.append(
-            sql.SQL("CREATE {}INDEX{} ON {} {}").format(
-                sql.SQL(match.group(1) or ""), index, sql.Identifier(table), sql.SQL(match.group(2))
+            sql.SQL("CREATE {}INDEX{} ON {} {}{}").format(
+                sql.SQL(unique or ""),
+                index,
+                sql.Identifier(table),
+                sql.SQL(method),
+                sql.SQL(where or ""),
             )
         )
     return ddl
@@ -182,7 +195,7 @@ def _copy_sorted(conn: psycopg.Connection, partition: str, bound: str) -> str:
             'INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY tenant_id, "timestamp" DESC'
         ).format(sql.Identifier(copy), columns, columns, sql.Identifier(partition))
     )
-    for statement in parent_index_ddl(conn, copy, prefix=copy):
+    for statement in parent_index_ddl(conn, copy, prefix=copy, packed=True):
         conn.execute(statement)
     conn.execute(search_index_ddl(copy, copy + SEARCH_INDEX_SUFFIX))
     conn.execute(
