@@ -188,10 +188,21 @@ async def store_batch(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> 
     return Stored(fresh=fresh, repeated=repeated, tail=tail)
 
 
+def _by_tenant(d: Delivery) -> bytes:
+    assert d.message is not None
+    return d.message.tenant_id.bytes
+
+
 async def _copy_rows(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> None:
+    """COPY the deliveries' rows, each tenant's together: a batch holds requests from many
+    tenants in arrival order, and the open day is scanned per tenant (a search, a count)
+    until the janitor rewrites it in tenant order. Grouped, a tenant's small requests
+    share pages: with 10-entry requests, a tenant with 4 % of a day's rows had them on
+    2.1x fewer pages (README, "Search"). The sort is stable: each request keeps its
+    order."""
     async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
         copy.set_types(COPY_TYPES)
-        for d in deliveries:
+        for d in sorted(deliveries, key=_by_tenant):
             assert d.message is not None
             tenant = (d.message.tenant_id.bytes,)
             for row in d.message.records:
