@@ -3,6 +3,7 @@
     make bench-query                                  # 10M rows (loaded once, kept)
     BENCH_ROWS=1000000 .venv/bin/python -m bench.query
     .venv/bin/python -m bench.query --reps 40 --fresh
+    .venv/bin/python -m bench.query --largest-tenant  # issue 21: the busiest tenant only
 
 Loads the data with bench.load (reused when present), starts a gateway subprocess on
 it (trusted-header auth, its own Redis key prefix) and times each shape, each
@@ -202,6 +203,15 @@ def draw_samples(
         if rows:
             samples[tenant] = [Sample(*row) for row in rows[:per]]
     return samples
+
+
+def largest_tenant(conn: psycopg.Connection) -> uuid.UUID:
+    row = conn.execute(
+        "SELECT tenant_id FROM log_counts_daily GROUP BY 1 ORDER BY sum(count) DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise SystemExit("no rows in the benchmark database")
+    return uuid.UUID(str(row[0]))
 
 
 def take_in_turn(samples: dict[uuid.UUID, list[Sample]], count: int) -> list[Sample]:
@@ -563,11 +573,12 @@ def report(
     reps: int,
     size_rows: list[tuple[str, int, int]],
     compared: str,
+    asked: str,
 ) -> None:
     print()
     print(f"{loaded.spec.rows:,} rows, {loaded.spec.tenants} tenants, {loaded.spec.days:g} days "
-          f"(loaded in {loaded.load_seconds:.0f} s); {reps} repetitions per shape, tenants in "
-          f"turn; {os.cpu_count()} CPUs")  # fmt: skip
+          f"(loaded in {loaded.load_seconds:.0f} s); {reps} repetitions per shape, {asked}; "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     print("milliseconds: p50 / p95 / max")
     header = (
         f"{'shape':34} {'target':>7}  {'API cold':^23}  {'API cached':^23} {'hits':>5}  "
@@ -610,6 +621,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument(
+        "--largest-tenant",
+        action="store_true",
+        help="every repetition for the tenant with the most rows (issue 21's question), "
+        "instead of tenants in turn",
+    )
     args = parser.parse_args()
     loaded = from_arguments(args)
     print(f"data: {loaded.settings.postgres_db}, ends {loaded.end:%F %R}Z", flush=True)
@@ -619,8 +636,8 @@ def main() -> None:
             httpx.Client(base_url=gateway.base, timeout=60) as client,
             psycopg.connect(loaded.settings.postgres_conninfo(), autocommit=True) as conn,
         ):
-            samples = draw_samples(conn, loaded.tenants, args.reps)
-            picks = take_in_turn(samples, args.reps)
+            tenants = [largest_tenant(conn)] if args.largest_tenant else loaded.tenants
+            picks = take_in_turn(draw_samples(conn, tenants, args.reps), args.reps)
             results = []
             for name, (target, make) in shapes(loaded.end).items():
                 print(f"timing {name} ...", flush=True)
@@ -635,7 +652,9 @@ def main() -> None:
             print("timing the SQL baselines ...", flush=True)
             measure_baselines(results, loaded.settings.postgres_conninfo())
             compared = measure_victorialogs(results, loaded, client)
-            report(results, loaded, args.reps, sizes(conn, loaded.spec.rows), compared)
+            asked = "the largest tenant" if args.largest_tenant else "tenants in turn"
+            size_rows = sizes(conn, loaded.spec.rows)
+            report(results, loaded, args.reps, size_rows, compared, asked)
     finally:
         gateway.close()
 
