@@ -177,7 +177,9 @@ async def count_total(
     counted = await count_up_to(conn, tenant_id, f, COUNT_CAP + 1)
     if counted <= COUNT_CAP:
         return counted, False
-    if f.uses_only_rollup_dimensions:
+    if f.uses_only_rollup_dimensions and planned is None:
+        # A service's entries past the cap. (A whole time range keeps the estimate it
+        # has: the latest 100 of a tenant's day is the millisecond shape.)
         return await _rollup_total(conn, tenant_id, f), False
     if planned is None:
         planned = await estimate_count(conn, tenant_id, f)
