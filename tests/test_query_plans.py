@@ -311,8 +311,9 @@ async def test_a_whole_range_far_past_the_cap_is_the_planners_estimate_uncounted
     )
     async with tenant_scope(loaded.pool, loaded.tenant) as conn:
         planned = await estimate_count(conn, loaded.tenant, whole)
-        exact = await count_up_to(conn, loaded.tenant, whole, 10**9)
-        assert planned > 1_000 and planned != exact  # an estimate, not a count
+        # (It may equal the count by chance: each partition is small enough for ANALYZE
+        # to read whole, so only the flag tells an estimate.)
+        assert planned > 1_000
         assert await pages.count_total(conn, loaded.tenant, whole) == (planned, True)
         assert await pages.count_total(conn, loaded.tenant, whole, at_least=10**8) == (
             10**8,
