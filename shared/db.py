@@ -86,7 +86,7 @@ def make_pool(
         # datetime.timezone.utc, whose datetimes hash and compare in C (with the usual
         # default, Etc/UTC, each is a ZoneInfo call: ~1 µs a time, 2.6 ms per 1-minute
         # histogram over a day), and any time arithmetic in SQL is UTC's.
-        kwargs={"application_name": f"minisource-{name}", "options": "-c TimeZone=UTC"},
+        kwargs={"application_name": f"minisource-{name}", "options": _options(settings)},
         # A connection broken by a PostgreSQL restart is found and replaced on checkout,
         # without a round trip per checkout (a tenant scope retries what it misses).
         check=check_idle,
@@ -94,6 +94,14 @@ def make_pool(
         timeout=timeout,
         configure=prepare,
     )
+
+
+def _options(settings: Settings) -> str:
+    """The session settings every pooled connection starts with."""
+    options = "-c TimeZone=UTC"
+    if settings.db_io_concurrency:
+        options += f" -c effective_io_concurrency={settings.db_io_concurrency}"
+    return options
 
 
 def partition_unit(settings: Settings) -> str:
