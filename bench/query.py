@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import os
 import random
@@ -51,7 +50,6 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import AsyncConnection
-from redis import Redis as SyncRedis
 
 from bench import victorialogs
 from bench.load import Loaded, add_arguments, from_arguments
@@ -178,14 +176,9 @@ class Gateway:
         raise RuntimeError(f"gateway not ready within 60 s; see {self.log.name}")
 
     def forget_kept_hours(self) -> None:
-        """Drop every hour the gateway kept (shared/kept_hours.py): the next count is
-        a first ask."""
-        redis = SyncRedis(host=self.settings.redis_host, port=self.settings.redis_port,
-                          db=self.settings.redis_db)  # fmt: skip
-        with contextlib.closing(redis):
-            keys = list(redis.scan_iter(match=f"{self.settings.redis_key_prefix}:hours:*"))
-            if keys:
-                redis.delete(*keys)
+        """Drop every hour the gateway kept (shared/kept_hours.py, keys `hours:…`): the
+        next count is a first ask."""
+        drop_keys(self.settings, "hours:*")
 
     def close(self) -> None:
         if self.process.poll() is None:

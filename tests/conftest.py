@@ -84,10 +84,12 @@ def drop_database(base: Settings, name: str) -> None:
         )
 
 
-def drop_keys(settings: Settings) -> None:
+def drop_keys(settings: Settings, match: str = "*") -> None:
+    """Delete the Redis keys under the settings' prefix that `match` (a SCAN pattern
+    after the prefix) selects: all of them by default."""
     client = SyncRedis(host=settings.redis_host, port=settings.redis_port, db=settings.redis_db)
     with contextlib.closing(client):
-        keys = list(client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{settings.redis_key_prefix}:{match}", count=1000))
         if keys:
             client.delete(*keys)
 
