@@ -40,6 +40,10 @@ from shared.model import Level
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+# Later than any entry can be dated (INGEST_MAX_FUTURE_MINUTES allows a year at most):
+# where a count over an open-ended window is closed. The rollups hold no cell past the
+# newest entry, so the far end costs nothing.
+FURTHEST_AHEAD = timedelta(days=366)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # date_bin's origin: buckets of 1d start at UTC midnight, 6h at 00/06/12/18 UTC.
 _ORIGIN = sql.SQL("TIMESTAMPTZ '2000-01-01 00:00:00+00'")

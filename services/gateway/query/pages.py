@@ -34,7 +34,7 @@ from services.gateway.query.store import (
 from shared.errors import BadRequest, NotFound
 from shared.filters import CompiledFilter, LogFilter, compile_filter
 from shared.model import LogEntryOut
-from shared.rollups import count_groups
+from shared.rollups import FURTHEST_AHEAD, count_groups
 
 COUNT_CAP = 10_000
 # A tenant's whole time range (no other term) is estimated first, from per-partition
@@ -46,9 +46,6 @@ ESTIMATE_TRUSTED_OVER_CAP = 10
 # counting, within a time budget (measured at 10M rows: 9-41 ms for such counts).
 SEARCH_COUNT_CAP = 1_000
 SEARCH_COUNT_BUDGET_MS = 100
-# Beyond the largest INGEST_MAX_FUTURE_MINUTES (shared/settings.py): no entry is dated
-# later than this after the moment it arrived.
-_FURTHEST_AHEAD = timedelta(days=366)
 # list/query without start_time read this far back from end_time (or now).
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -187,12 +184,10 @@ async def count_total(
 
 
 async def _rollup_total(conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter) -> int:
-    """The exact number of matches of a filter of rollup dimensions only. An open end
-    is closed past the latest time an entry can be dated (a year ahead at most,
-    INGEST_MAX_FUTURE_MINUTES): the rollups hold no cell beyond the newest entry, so
-    the far end costs nothing."""
+    """The exact number of matches of a filter of rollup dimensions only (an open end
+    closed at rollups.FURTHEST_AHEAD, as the stats windows close theirs)."""
     if f.end is None:
-        f = replace(f, end=datetime.now(UTC) + _FURTHEST_AHEAD)
+        f = replace(f, end=datetime.now(UTC) + FURTHEST_AHEAD)
     groups, _ = await count_groups(conn, tenant_id, f, [])
     return groups[0].count if groups else 0
 

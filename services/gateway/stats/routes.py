@@ -131,7 +131,7 @@ class StatsController(Controller):
         log_filter: NamedDependency[LogFilter],
     ) -> Response[bytes]:
         caller.require("query")
-        w = Window.of(log_filter, gateway.settings, STATS_WINDOW)
+        w = Window.of(log_filter, STATS_WINDOW)
         return await _cached(
             request, gateway, caller, "stats", w,
             lambda: compute_stats(gateway.query_guard, caller.tenant_id, w, gateway.kept_hours),
@@ -155,7 +155,7 @@ class StatsController(Controller):
         data: JSONBody[AggregateBody],
     ) -> Response[bytes]:
         caller.require("query")
-        w = Window.of(data.log_filter(caller.tenant_id), gateway.settings, STATS_WINDOW)
+        w = Window.of(data.log_filter(caller.tenant_id), STATS_WINDOW)
         check_bucket_count(w, INTERVALS[data.interval], data.interval)
         return await _cached(
             request, gateway, caller, "aggregate", w,
@@ -186,7 +186,7 @@ class StatsController(Controller):
     ) -> Response[bytes]:
         caller.require("query")
         window = timedelta(days=gateway.settings.log_retention_days)
-        w = Window.of(log_filter, gateway.settings, window)
+        w = Window.of(log_filter, window)
         return await _cached(
             request, gateway, caller, "services", w,
             lambda: compute_services(gateway.query_guard, caller.tenant_id, w, gateway.kept_hours),

@@ -10,7 +10,6 @@ from services.gateway.query.cache import filter_key
 from shared import rollups
 from shared.errors import FieldError, ValidationFailed
 from shared.filters import CompiledFilter, LogFilter, compile_filter
-from shared.settings import Settings
 
 STATS_WINDOW = timedelta(hours=24)
 INTERVALS = {
@@ -38,12 +37,11 @@ class Window:
     now: datetime
 
     @classmethod
-    def of(cls, raw: LogFilter, settings: Settings, default: timedelta) -> Window:
+    def of(cls, raw: LogFilter, default: timedelta) -> Window:
         now = datetime.now(UTC)
         compiled = compile_filter(raw, now)
         windowed = compiled.with_default_window(default, now)
-        # Nothing can be stored dated later than this: an open end counts up to it.
-        latest = now + timedelta(minutes=settings.ingest_max_future_minutes) + rollups.MINUTE
+        latest = now + rollups.FURTHEST_AHEAD  # no entry is dated later: an open end
         counted = replace(windowed, end=windowed.end or max(latest, windowed.start or latest))
         return cls(raw, compiled, counted, compiled.end, now)
 
