@@ -32,6 +32,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
 from services.janitor.closed_partitions import parent_index_ddl, settle_closed_partition
+from services.janitor.open_day_search import index_open_day
 from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
 from shared.compaction import compact
 from shared.migrate import migrate
@@ -284,11 +285,13 @@ def attach(settings: Settings, days: list[datetime]) -> None:
 
 def build_search_indexes(settings: Settings, before: datetime) -> int:
     """What the janitor does for closed days: each rewritten in tenant order, with its
-    search index (services/janitor/closed_partitions.py)."""
+    search index (services/janitor/closed_partitions.py); and for today's past hours
+    (services/janitor/open_day_search.py)."""
     built = 0
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         while settle_closed_partition(conn, before=before) is not None:
             built += 1
+        index_open_day(conn)
     return built
 
 

@@ -3,7 +3,8 @@
 At start it applies the migrations (as every process does). Each run (every
 JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old enough that their
 stream messages can no longer be redelivered, prunes live-tail resume records past
-TAIL_RESUME_WINDOW, and rewrites a closed day in tenant order with its search index.
+TAIL_RESUME_WINDOW, rewrites a closed day in tenant order with its search index, and
+indexes today's past hours for search.
 Every RETENTION_INTERVAL, under the same lock, a retention run applies the retention policies
 and size quotas (services/janitor/retention.py); within one janitor the two never run at
 once (each waits for the other instead of skipping its turn). Beside them, every
@@ -25,6 +26,7 @@ import psycopg
 from services.janitor import metrics, restore
 from services.janitor.closed_partitions import settle_closed_partition
 from services.janitor.lock import janitor_lock
+from services.janitor.open_day_search import index_open_day
 from services.janitor.retention import retention_once
 from shared.compaction import compact
 from shared.db import delete_older_than
@@ -42,9 +44,11 @@ INBOX_KEEP_HOURS = 72
 
 
 class Rewrites:
-    """The connection rewriting a closed partition, for SIGTERM to cut short: a rewrite
-    takes tens of seconds per million rows, longer than a stop grace period, and one
-    cancelled is rolled back whole (services/janitor/closed_partitions.py)."""
+    """The connection rewriting a closed partition or indexing today's past hours, for
+    SIGTERM to cut short: each takes tens of seconds per million rows, longer than a stop
+    grace period. A rewrite cancelled is rolled back whole (services/janitor/
+    closed_partitions.py), an index build leaves an invalid index that the next run
+    drops (services/janitor/open_day_search.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -52,16 +56,18 @@ class Rewrites:
         self._stopped = False
 
     def run(self, conn: psycopg.Connection) -> None:
-        """One closed partition settled on `conn`, unless stopped before or during it."""
-        with self._lock:
-            if self._stopped:
-                return
-            self._conn = conn
-        try:
-            settle_closed_partition(conn)
-        finally:
+        """One closed partition settled and today's past hours indexed on `conn`, unless
+        stopped before or during them."""
+        for step in (settle_closed_partition, index_open_day):
             with self._lock:
-                self._conn = None
+                if self._stopped:
+                    return
+                self._conn = conn
+            try:
+                step(conn)
+            finally:
+                with self._lock:
+                    self._conn = None
 
     def stop(self) -> None:
         """No rewrite from now on, and the one in progress cancelled (it then raises

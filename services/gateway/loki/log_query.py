@@ -22,6 +22,7 @@ from services.gateway.query.store import Sort, fetch_entries
 from shared import rollups
 from shared.filters import CompiledFilter
 from shared.model import Level, LogEntryOut
+from shared.open_day_search import split_now
 
 _WINDOW_SERVICES = ("service_name",)
 _json = msgspec.json.Encoder()
@@ -59,7 +60,8 @@ async def read_entries(
     if sel.empty or sel.where.is_empty_range:
         return []
     sort: Sort = "desc" if direction == "backward" else "asc"
-    return await fetch_entries(conn, tenant_id, sel.where, sort=sort, limit=limit)
+    split = split_now()  # a line filter can use today's search index
+    return await fetch_entries(conn, tenant_id, sel.where, sort=sort, limit=limit, split=split)
 
 
 def stream_labels(e: LogEntryOut) -> dict[str, str]:

@@ -43,6 +43,7 @@ from services.gateway.loki.logql import (
 from services.gateway.loki.read_params import seconds
 from shared import rollups
 from shared.filters import CompiledFilter, where_sql
+from shared.open_day_search import split_now
 
 MAX_POINTS = 11_000  # per series, as Loki
 MAX_SERIES = 500  # per query, as Loki's max_query_series
@@ -142,7 +143,7 @@ async def _counts(
     )
     if not spans:
         return [], use
-    inner = rollups.cells_statement(tenant_id, f, spans, columns, bucket)
+    inner = rollups.cells_statement(tenant_id, f, spans, columns, bucket, split=split_now())
     keys = sql.SQL(", ").join([sql.Identifier("bucket"), *(sql.Identifier(c) for c in columns)])
     statement = sql.SQL("SELECT {}, sum(n) FROM ({}) AS spans GROUP BY {} ORDER BY 1").format(
         keys, inner.query, keys

@@ -34,6 +34,7 @@ from services.gateway.query.store import (
 from shared.errors import BadRequest, NotFound
 from shared.filters import CompiledFilter, LogFilter, compile_filter
 from shared.model import LogEntryOut
+from shared.open_day_search import split_now
 from shared.rollups import FURTHEST_AHEAD, count_groups
 
 COUNT_CAP = 10_000
@@ -92,6 +93,7 @@ async def read_page(
     if compiled.is_empty_range:
         return LogPage([], page, size, 0, False, False)
     offset = 0 if cursor else (request.page - 1) * size
+    split = split_now()  # today's search index serves by the clock, not the cursor's `now`
     entries = await fetch_entries(
         conn,
         tenant_id,
@@ -100,6 +102,7 @@ async def read_page(
         after=(cursor.timestamp, cursor.id) if cursor else None,
         offset=offset,
         limit=size + 1,
+        split=split,
     )
     has_more = len(entries) > size
     del entries[size:]
@@ -109,7 +112,7 @@ async def read_page(
         total, estimated = len(entries), False
     else:
         seen = offset + len(entries) + (1 if has_more else 0)
-        total, estimated = await count_total(conn, tenant_id, compiled, at_least=seen)
+        total, estimated = await count_total(conn, tenant_id, compiled, at_least=seen, split=split)
     next_cursor = None
     if has_more:
         last = entries[-1]
@@ -132,7 +135,12 @@ def resolve_filter(f: LogFilter, now: datetime, default_window: timedelta | None
 
 
 async def count_total(
-    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter, *, at_least: int = 0
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    *,
+    at_least: int = 0,
+    split: datetime | None = None,
 ) -> tuple[int, bool]:
     """(total, is_estimate): exact up to COUNT_CAP, else the planner's row estimate,
     which for a whole time range is taken without counting when it is
@@ -145,12 +153,13 @@ async def count_total(
     when it is below SEARCH_COUNT_CAP: exact when the count stays below the cap, the
     count (flagged) when it reaches it, the estimate when SEARCH_COUNT_BUDGET_MS is not
     enough. An estimate above the cap is kept: a capped count could not improve on it.
+    `split`: where a search is counted in two parts (store.count_statement).
     """
     if f.search_terms:
         estimate = max(at_least, await estimate_count(conn, tenant_id, f))
         if estimate < SEARCH_COUNT_CAP:
             counted = await count_within(
-                conn, tenant_id, f, SEARCH_COUNT_CAP + 1, SEARCH_COUNT_BUDGET_MS
+                conn, tenant_id, f, SEARCH_COUNT_CAP + 1, SEARCH_COUNT_BUDGET_MS, split=split
             )
             if counted is not None:
                 # Exact below the cap; past it a lower bound above the estimate, flagged.

@@ -22,6 +22,7 @@ from psycopg import AsyncConnection, sql
 from shared.db import Statement
 from shared.filters import CompiledFilter, where_sql
 from shared.model import ENTRY_FIELDS, LEVEL_NAMES, LogEntryOut
+from shared.open_day_search import split_filter
 
 Sort = Literal["asc", "desc"]
 
@@ -75,13 +76,25 @@ def entries_statement(
     return Statement(query, [*params, limit, offset])
 
 
-def count_statement(tenant_id: uuid.UUID, f: CompiledFilter, cap: int) -> Statement:
-    """How many entries match, counting no further than `cap` (bounded work)."""
-    where = where_sql(tenant_id, f)
-    query = sql.SQL(
-        "SELECT count(*) FROM (SELECT 1 FROM tenant_log_entries WHERE {} LIMIT %s) AS capped"
-    ).format(where.clause)
-    return Statement(query, [*where.params, cap])
+def count_statement(
+    tenant_id: uuid.UUID, f: CompiledFilter, cap: int, *, split: datetime | None = None
+) -> Statement:
+    """How many entries match, counting no further than `cap` (bounded work). A search
+    whose window crosses `split` is counted in two parts, the older one able to use
+    today's search index (shared/open_day_search.py)."""
+    parts = split_filter(f, split)
+    if parts is None:
+        where = where_sql(tenant_id, f)
+        query = sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM tenant_log_entries WHERE {} LIMIT %s) AS capped"
+        ).format(where.clause)
+        return Statement(query, [*where.params, cap])
+    wheres = [where_sql(tenant_id, part) for part in parts]
+    union = sql.SQL(" UNION ALL ").join(
+        sql.SQL("(SELECT 1 FROM tenant_log_entries WHERE {})").format(w.clause) for w in wheres
+    )
+    query = sql.SQL("SELECT count(*) FROM ({} LIMIT %s) AS capped").format(union)
+    return Statement(query, [*(p for w in wheres for p in w.params), cap])
 
 
 def entry_statement(tenant_id: uuid.UUID, entry_id: uuid.UUID) -> Statement:
@@ -100,18 +113,49 @@ async def fetch_entries(
     after: tuple[datetime, uuid.UUID] | None = None,
     offset: int = 0,
     limit: int,
+    split: datetime | None = None,
 ) -> list[LogEntryOut]:
-    """The entries `entries_statement` selects, in the seed's shape."""
+    """The entries `entries_statement` selects, in the seed's shape.
+
+    A search whose window crosses `split` (shared/open_day_search.py), asked from its
+    start (no offset), is read in two parts, the newer first (the older first with
+    `sort=asc`): the older part can use today's search index, and is read only when the
+    first does not fill the page."""
+    parts = split_filter(f, split) if offset == 0 else None
+    if parts is None:
+        return await _entries(conn, tenant_id, f, sort, after, offset, limit)
+    first, second = parts if sort == "desc" else parts[::-1]
+    entries = await _entries(conn, tenant_id, first, sort, after, 0, limit)
+    if len(entries) < limit:
+        entries += await _entries(conn, tenant_id, second, sort, after, 0, limit - len(entries))
+    return entries
+
+
+async def _entries(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    sort: Sort,
+    after: tuple[datetime, uuid.UUID] | None,
+    offset: int,
+    limit: int,
+) -> list[LogEntryOut]:
     s = entries_statement(tenant_id, f, sort=sort, after=after, offset=offset, limit=limit)
     cur = await conn.execute(s.query, s.params, prepare=False)
     return [entry_from_row(row) for row in await cur.fetchall()]
 
 
 async def count_up_to(
-    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter, cap: int
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    cap: int,
+    *,
+    split: datetime | None = None,
 ) -> int:
-    """How many entries match, counting no further than `cap`."""
-    s = count_statement(tenant_id, f, cap)
+    """How many entries match, counting no further than `cap` (`split`: see
+    count_statement)."""
+    s = count_statement(tenant_id, f, cap, split=split)
     cur = await conn.execute(s.query, s.params, prepare=False)
     row = await cur.fetchone()
     return int(row[0]) if row else 0
@@ -126,7 +170,13 @@ FROM pg_settings WHERE name = 'statement_timeout'
 
 
 async def count_within(
-    conn: AsyncConnection[Any], tenant_id: uuid.UUID, f: CompiledFilter, cap: int, budget_ms: int
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    f: CompiledFilter,
+    cap: int,
+    budget_ms: int,
+    *,
+    split: datetime | None = None,
 ) -> int | None:
     """How many entries match, counting no further than `cap` and for at most
     `budget_ms`; None when that was not enough time. The count runs in a savepoint with
@@ -137,7 +187,7 @@ async def count_within(
             cur = await conn.execute(_LOWER_TIMEOUT, (budget_ms,), prepare=False)
             row = await cur.fetchone()
             assert row is not None
-            counted = await count_up_to(conn, tenant_id, f, cap)
+            counted = await count_up_to(conn, tenant_id, f, cap, split=split)
             # Put back by hand: a released savepoint keeps what SET LOCAL did inside it.
             await conn.execute(
                 "SELECT set_config('statement_timeout', %s, true)", (row[0],), prepare=False
