@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 from redis import Redis as SyncRedis
 
 from services.gateway.admin.tenancy import first_admin_key
@@ -120,6 +121,17 @@ def db(settings: Settings) -> Iterator[psycopg.Connection]:
     """A plain autocommit connection to the test's database, for assertions."""
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
+    """A one-connection pool on the test's database, for `tenant_scope`."""
+    pool = make_pool(settings, name="test", min_size=0, max_size=1)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

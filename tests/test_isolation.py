@@ -17,7 +17,7 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from services.gateway.query.store import get_entry
-from shared.db import READER_ROLE, make_pool, tenant_scope
+from shared.db import READER_ROLE, tenant_scope
 from tests.keyring import add_key, add_tenant, key_headers
 from tests.routes import Endpoint, endpoints, needs_caller
 
@@ -449,16 +449,6 @@ async def test_tenant_a_never_reads_or_changes_tenant_b_through_any_route(world)
 
 
 # -- The second wall: row-level security under the reader role. ------------------------
-
-
-@pytest.fixture
-async def pool(settings):
-    pool = make_pool(settings, name="rls-test", min_size=0, max_size=1)
-    await pool.open()
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ split their window to use it while reading exactly what they read whole."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -15,7 +14,7 @@ from services.gateway.query.store import count_statement, count_up_to, fetch_ent
 from services.janitor import open_day_search
 from services.janitor.open_day_search import index_open_day
 from shared import rollups
-from shared.db import make_pool, tenant_scope
+from shared.db import tenant_scope
 from shared.filters import LogFilter, compile_filter
 from shared.open_day_search import split_at
 from shared.settings import Settings
@@ -116,18 +115,14 @@ def test_no_build_is_begun_while_a_long_transaction_runs(
 
 
 @pytest.fixture
-async def pool(settings: Settings, db: psycopg.Connection) -> AsyncIterator[AsyncConnectionPool]:
+def indexed(db: psycopg.Connection) -> None:
+    """The day filled, its hours before 06:00 indexed."""
     fill(db)
     index_open_day(db, now=at(6, 3))
-    pool = make_pool(settings, name="open-day", min_size=0, max_size=1)
-    await pool.open()
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.mark.parametrize("word", ["needle", "expired"])
+@pytest.mark.usefixtures("indexed")
 async def test_a_split_search_reads_the_same_entries_and_counts(
     pool: AsyncConnectionPool, word: str
 ) -> None:
@@ -182,6 +177,7 @@ def summed(rows: list[tuple[object, ...]]) -> dict[tuple[object, ...], tuple[int
     return out
 
 
+@pytest.mark.usefixtures("indexed")
 async def test_the_older_part_of_a_rare_word_is_read_through_the_index(
     pool: AsyncConnectionPool,
 ) -> None:
