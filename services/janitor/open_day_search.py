@@ -39,6 +39,7 @@ WAIT_SECONDS = 60
 _OLD_TRANSACTION_SQL = """
 SELECT pid, now() - xact_start FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'  -- a build does not wait for (auto)vacuum
   AND xact_start < now() - make_interval(secs => %s)
 ORDER BY xact_start LIMIT 1
 """
