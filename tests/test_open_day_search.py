@@ -3,6 +3,7 @@ split their window to use it while reading exactly what they read whole."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from shared.db import tenant_scope
 from shared.filters import LogFilter, compile_filter
 from shared.open_day_search import split_at
 from shared.settings import Settings
+from tests.polling import wait_until
 
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
 PARTITION = f"log_entries_p{DAY:%Y%m%d}"
@@ -112,6 +114,43 @@ def test_no_build_is_begun_while_a_long_transaction_runs(
         assert index_open_day(db, now=at(6, 3)) is None
         assert search_indexes(db) == {}
     assert index_open_day(db, now=at(6, 3)) == f"{PARTITION}_search_to_06"
+
+
+async def test_a_build_cancelled_while_it_waits_is_replaced_by_the_next_run(
+    db: psycopg.Connection, settings: Settings
+) -> None:
+    """What SIGTERM does to a build (services/janitor/__main__.py, `Rewrites.stop`): its
+    statement cancelled, it leaves an invalid index, which the next run drops and builds
+    again."""
+    fill(db)
+    name = f"{PARTITION}_search_to_06"
+    with (
+        psycopg.connect(settings.postgres_conninfo()) as writer,
+        psycopg.connect(settings.postgres_conninfo(), autocommit=True) as janitor,
+    ):
+        # A writer's transaction still open: the build waits for it before reading.
+        writer.execute(
+            'INSERT INTO log_entries (id, tenant_id, "timestamp", level, service_name, message) '
+            "VALUES (%s, %s, %s, 3, 'api', 'late')",
+            (uuid.uuid4(), TENANTS[0], at(1)),
+        )
+        build = asyncio.ensure_future(asyncio.to_thread(index_open_day, janitor, now=at(6, 3)))
+
+        def waiting() -> bool:
+            row = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'CREATE INDEX%%' AND wait_event_type = 'Lock'"
+            ).fetchone()
+            return row is not None and row[0] == 1
+
+        await wait_until(waiting, within=30, what="the build waiting for the writer")
+        janitor.cancel_safe(timeout=5)
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await build
+        writer.rollback()
+    assert search_indexes(db)[name][0] is False
+    assert index_open_day(db, now=at(6, 3)) == name
+    assert search_indexes(db)[name][0] is True
 
 
 @pytest.fixture
