@@ -1,10 +1,10 @@
 """The search index of today's past hours, and where queries split to use it.
 
 A closed day gets its search index when the janitor rewrites it in tenant order
-(services/janitor/closed_partitions.py). Today's partition has none: maintaining a
-trigram index under the writers would cost ~37 % of the COPY rate, so a search of
-today reads the tenant's part of it row by row (a rare id in the busiest tenant's
-today, 587k rows: ~190 ms).
+(services/janitor/closed_partitions.py). Today's partition has no full one: maintaining
+a trigram index under the writers would take ~63 % of the COPY rate (README, "Search"),
+and without one a search of today reads the tenant's part of it row by row (a rare id
+in the busiest tenant's today, 587k rows: ~190 ms).
 
 But the writers insert entries dated now. A partial index `WHERE "timestamp" < bound`,
 built after `bound` has passed, holds every entry of today up to it and takes only
@@ -34,8 +34,6 @@ BUILD_AFTER = timedelta(minutes=2)
 USE_AFTER = timedelta(minutes=15)
 # The janitor's indexes are named <partition><INDEX_INFIX><HH>, HH the bound's hour.
 INDEX_INFIX = "_search_to_"
-
-
 _MIDNIGHT = datetime(2000, 1, 1, tzinfo=UTC)  # STEP divides a day: bounds fall on UTC hours
 
 
