@@ -90,6 +90,18 @@ def test_the_hours_past_are_indexed_and_only_the_newest_index_is_kept(
     assert index_open_day(db, now=at(24 * 400 + 6, 3)) is None
 
 
+def test_a_partition_made_by_hand_with_other_bounds_is_passed_over(
+    db: psycopg.Connection,
+) -> None:
+    """Bounds are read from the catalog; one that is not a date (MINVALUE) is no day."""
+    fill(db)
+    db.execute(
+        "CREATE TABLE log_entries_before_2000 PARTITION OF log_entries "
+        "FOR VALUES FROM (MINVALUE) TO ('2000-01-01')"
+    )
+    assert index_open_day(db, now=at(6, 3)) == f"{PARTITION}_search_to_06"
+
+
 def test_a_build_cut_short_is_dropped_and_built_again(db: psycopg.Connection) -> None:
     fill(db)
     name = f"{PARTITION}_search_to_06"
