@@ -104,7 +104,7 @@ def index_open_day(conn: psycopg.Connection, *, now: datetime | None = None) -> 
             if name != wanted:
                 _drop(conn, name)
     except psycopg.errors.LockNotAvailable as exc:
-        log.warning("%s not indexed for search this run: %s", partition, exc)
+        log.warning("%s: today's search index left as it is this run: %s", partition, exc)
     finally:
         conn.execute("RESET lock_timeout")
     return built
