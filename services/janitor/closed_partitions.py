@@ -42,23 +42,40 @@ SWAP_LOCK_TIMEOUT_MS = 200
 SWAP_TRIES = 10
 SWAP_PAUSE_SECONDS = 0.5
 
+# The partitions of log_entries with their bounds (`lo`, `hi`), read from the catalog,
+# not from the name. One not of the form ensure_log_partition gives (made by hand, with
+# MINVALUE say) is left out, before any bound is cast (MATERIALIZED: the casts never see
+# it). A prefix for the queries below and services/janitor/open_day_search.py.
+PARTITION_BOUNDS_SQL = """
+WITH ranged AS MATERIALIZED (
+  SELECT c.oid, c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+  WHERE i.inhparent = 'log_entries'::regclass
+    AND pg_get_expr(c.relpartbound, c.oid)
+        ~ '^FOR VALUES FROM \\(''[^'']+''\\) TO \\(''[^'']+''\\)$'
+), partition_bounds AS (
+  SELECT oid, relname, bound,
+         substring(bound FROM 'FROM \\(''([^'']+)''\\)')::timestamptz AS lo,
+         substring(bound FROM 'TO \\(''([^'']+)''\\)')::timestamptz AS hi
+  FROM ranged
+)
+"""
+
 # Partitions whose upper bound is at or before `before` and lacking a valid search index,
-# oldest first, with their bound. The bound is read from the catalog, not from the name;
-# one not of the form ensure_log_partition gives (made by hand) is left alone.
-_UNSETTLED_SQL = """
-SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
-FROM pg_inherits i
-JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'log_entries'::regclass
-  AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES FROM \\(''[^'']+''\\) TO \\(''[^'']+''\\)$'
-  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
-      <= %s
+# oldest first, with their bound.
+_UNSETTLED_SQL = (
+    PARTITION_BOUNDS_SQL
+    + """
+SELECT p.relname, p.bound
+FROM partition_bounds p
+WHERE p.hi <= %s
   AND NOT EXISTS (
       SELECT 1 FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
-      WHERE x.indrelid = c.oid AND ic.relname = c.relname || %s AND x.indisvalid)
-ORDER BY c.relname
+      WHERE x.indrelid = p.oid AND ic.relname = p.relname || %s AND x.indisvalid)
+ORDER BY p.relname
 LIMIT 1
 """
+)
 
 _PARENT_INDEXES_SQL = """
 SELECT c.relname, pg_get_indexdef(i.indexrelid)
@@ -128,12 +145,20 @@ def parent_index_ddl(
     return ddl
 
 
-def search_index_ddl(table: str, index: str) -> sql.Composed:
+def search_index_ddl(
+    table: str, index: str, *, before: datetime | None = None, concurrently: bool = False
+) -> sql.Composed:
     """The search index: the tenant (btree_gin) beside the trigrams of `message`, so that a
-    tenant's matches come out of the index alone."""
+    tenant's matches come out of the index alone; of the rows dated `before` only, if
+    given (today's past hours, services/janitor/open_day_search.py)."""
     return sql.SQL(
-        'CREATE INDEX {} ON {} USING gin (tenant_id, (message COLLATE "C") gin_trgm_ops)'
-    ).format(sql.Identifier(index), sql.Identifier(table))
+        'CREATE INDEX {}{} ON {} USING gin (tenant_id, (message COLLATE "C") gin_trgm_ops){}'
+    ).format(
+        sql.SQL(" CONCURRENTLY" if concurrently else ""),
+        sql.Identifier(index),
+        sql.Identifier(table),
+        sql.SQL(' WHERE "timestamp" < {}').format(sql.Literal(before)) if before else sql.SQL(""),
+    )
 
 
 def settle_closed_partition(

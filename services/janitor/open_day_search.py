@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
+from services.janitor.closed_partitions import PARTITION_BOUNDS_SQL, search_index_ddl
 from shared.open_day_search import INDEX_INFIX, bound_to_build, index_name
 
 log = logging.getLogger("janitor")
@@ -45,17 +46,12 @@ ORDER BY xact_start LIMIT 1
 """
 
 # The partition of log_entries whose bounds are exactly [day, day + 1 day).
-_DAY_PARTITION_SQL = """
-SELECT c.relname
-FROM pg_inherits i
-JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'log_entries'::regclass
-  AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES FROM \\(''[^'']+''\\) TO \\(''[^'']+''\\)$'
-  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([^'']+)''\\)')::timestamptz
-      = %(day)s
-  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
-      = %(day)s + interval '1 day'
+_DAY_PARTITION_SQL = (
+    PARTITION_BOUNDS_SQL
+    + """
+SELECT relname FROM partition_bounds WHERE lo = %(day)s AND hi = %(day)s + interval '1 day'
 """
+)
 
 # The partition's indexes of this kind, with whether each is valid.
 _OURS_SQL = """
@@ -92,12 +88,7 @@ def index_open_day(conn: psycopg.Connection, *, now: datetime | None = None) -> 
             if wanted in ours:  # a build cut short: invalid, and in the way of the new one
                 _drop(conn, wanted)
             started = time.monotonic()
-            conn.execute(
-                sql.SQL(
-                    "CREATE INDEX CONCURRENTLY {} ON {} USING gin "
-                    '(tenant_id, (message COLLATE "C") gin_trgm_ops) WHERE "timestamp" < {}'
-                ).format(sql.Identifier(wanted), sql.Identifier(partition), sql.Literal(bound))
-            )
+            conn.execute(search_index_ddl(partition, wanted, before=bound, concurrently=True))
             log.info("indexed %s before %s in %.1f s", partition, bound, time.monotonic() - started)
             built = wanted
         for name in ours:
