@@ -152,7 +152,7 @@ def search_index_ddl(
     tenant's matches come out of the index alone; of the rows dated `before` only, if
     given (today's past hours, services/janitor/open_day_search.py)."""
     return sql.SQL(
-        'CREATE INDEX {}{} ON {} USING gin (tenant_id, (message COLLATE "C") gin_trgm_ops){}'
+        'CREATE INDEX{} {} ON {} USING gin (tenant_id, (message COLLATE "C") gin_trgm_ops){}'
     ).format(
         sql.SQL(" CONCURRENTLY" if concurrently else ""),
         sql.Identifier(index),
