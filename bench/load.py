@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
+from services.janitor.closed_day_words import count_closed_day_words
 from services.janitor.closed_partitions import parent_index_ddl, settle_closed_partition
 from services.janitor.open_day_search import index_open_day
 from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
@@ -295,6 +296,13 @@ def build_search_indexes(settings: Settings, before: datetime) -> int:
     return built
 
 
+def count_words(settings: Settings, before: datetime) -> int:
+    """What the janitor does next for closed days: their words counted per tenant
+    (services/janitor/closed_day_words.py). After compaction: it counts compacted days."""
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        return count_closed_day_words(conn, before=before, seconds=float("inf"))
+
+
 def _say(message: str, started: float) -> None:
     print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
 
@@ -310,6 +318,7 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
                 print(f"applied migrations {applied} to the existing load", flush=True)
             # Closed days a later version settles differently are settled as the janitor would.
             build_search_indexes(settings, before=_day(datetime.now(UTC)))
+            count_words(settings, before=_day(datetime.now(UTC)))
             return found
     started = time.monotonic()
     end = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -328,10 +337,14 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         # The rollup watermark where a running janitor keeps it (shared/compaction.py).
         compact(conn)
+    words = count_words(settings, before=_day(datetime.now(UTC)))
+    _say(f"{words} closed tenant-day(s) of words counted", started)
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         # Visibility map set (index-only scans) and statistics current, as after autovacuum.
         conn.execute("VACUUM (ANALYZE) log_entries")
         conn.execute("VACUUM (ANALYZE) log_counts")
         conn.execute("VACUUM (ANALYZE) log_counts_hourly")
+        conn.execute("VACUUM (ANALYZE) log_word_counts")
         seconds = time.monotonic() - started
         tenants = tenant_ids(spec.seed, spec.tenants)
         conn.execute(

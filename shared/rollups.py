@@ -31,6 +31,7 @@ from typing import Any, Literal
 import msgspec
 from psycopg import AsyncConnection, sql
 
+from shared.closed_day_words import counted_term, word_rows
 from shared.compaction import WATERMARK_SQL, watermark_of
 from shared.db import Statement
 from shared.filters import CompiledFilter, where_sql
@@ -479,25 +480,34 @@ async def raw_rows(
 ) -> list[tuple[Any, ...]] | None:
     """A raw count over f's window as spans_statement's rows (sub-bucket, *dims, n,
     first, last, 0), with each whole past hour taken from `kept` while its fingerprint
-    (the tenant's row count in that hour or day, from the rollups) holds, and the rest
-    counted:
-    the partial hours at the edges, the current hour, and the hours not kept or changed
-    since. The sub-bucket is `bucket` when it is at most an hour (so that every row lies
-    in one hour), else the hour. None when the window spans too few past hours."""
+    (the tenant's row count in that hour or day, from the rollups) holds, whole closed
+    days from their word counts where they answer (shared/closed_day_words.py: one word
+    searched), and the rest counted: the partial hours at the edges, the current hour,
+    and the hours not kept or changed since. The sub-bucket is `bucket` when it is at
+    most an hour (so that every row lies in one hour), else the hour. None when the
+    window spans too few past hours."""
     start, end = _window(f)
     first = ceil_to(start, HOUR)
     last = min(floor_to(end, HOUR), floor_to(datetime.now(UTC), HOUR))
-    if not kept.enabled or last - first < KEEP_FROM_HOURS * HOUR:
+    sub = bucket if bucket is not None and bucket <= HOUR else HOUR
+    term = counted_term(f, dims, bucket)
+    if not (kept.enabled or term) or last - first < KEEP_FROM_HOURS * HOUR:
         return None
+    rows: list[tuple[Any, ...]] = []
     hours = [first + HOUR * i for i in range(int((last - first) / HOUR))]
+    if term is not None:  # whole closed days from their word counts, where they answer
+        days = [ceil_to(first, DAY) + DAY * i for i in range(int((last - first) / DAY))]
+        counted, served = await word_rows(
+            conn, tenant_id, f, term, dims, [d for d in days if d + DAY <= last]
+        )
+        rows.extend(counted)
+        hours = [h for h in hours if floor_to(h, DAY) not in served]
     # Read before the rows: a row committed in between is then counted below but not in
     # the fingerprint kept with it, so the hour is counted again next time. The other
     # order could keep a count that misses that row under a fingerprint that has it.
     fingerprints = await _hour_fingerprints(conn, tenant_id, first, last)
-    sub = bucket if bucket is not None and bucket <= HOUR else HOUR
     question = {"filter": asdict(replace(f, start=None, end=None)), "dims": list(dims), "sub": sub}
     keys = kept.keys_of(tenant_id, question, hours)
-    rows: list[tuple[Any, ...]] = []
     missing: list[int] = []  # indexes into hours
     for i, found in enumerate(await kept.get(keys)):
         fingerprint = fingerprints.get(hours[i], 0)

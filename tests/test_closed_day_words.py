@@ -1,0 +1,168 @@
+"""Word counts of closed days (shared/closed_day_words.py): a word's count over closed
+days comes from them, exactly as from the rows, per tenant; a late entry or a deletion
+is never missed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg_pool import AsyncConnectionPool
+
+from services.janitor.closed_day_words import count_closed_day_words
+from services.janitor.removal import delete_tenant_day
+from shared.closed_day_words import (
+    GRAM_BYTES,
+    add_grams,
+    counted_term,
+    term_bits,
+    tokens,
+    word_rows,
+)
+from shared.compaction import compact
+from shared.db import tenant_scope
+from shared.filters import LogFilter, compile_filter
+from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
+from tests.test_kept_hours import stats
+from tests.test_stats import Dataset, check_stats, ingest_dataset, iso
+
+# The dataset has ~100 entries per template word: a low bar makes words of them.
+MIN_ROWS = 20
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12),
+       st.data())  # fmt: skip
+def test_a_token_holding_a_term_has_every_bit_of_the_term(token: str, data: Any) -> None:
+    i = data.draw(st.integers(0, len(token) - 1))
+    j = data.draw(st.integers(i + 1, len(token)))
+    bitmap = bytearray(GRAM_BYTES)
+    add_grams(token.encode(), bitmap)
+    for bit in term_bits(token[i:j]):
+        assert bitmap[bit >> 3] & (1 << (bit & 7))
+
+
+def test_tokens_are_runs_of_ascii_letters_and_digits_with_ascii_case_folded() -> None:
+    assert tokens("Payment 3F2a EXPIRED: user_id=Ünïcode, expired!") == {
+        b"payment", b"3f2a", b"expired", b"user", b"id", b"n", b"code"
+    }  # fmt: skip
+
+
+def test_only_one_word_of_letters_and_digits_is_counted_from_words() -> None:
+    def term(**kw: Any) -> str | None:
+        f = compile_filter(LogFilter(**kw))
+        return counted_term(f, ("service_name", "level"), None)
+
+    assert term(search="Expired") == "expired"
+    assert term(search="expired payment") is None  # two terms
+    assert term(search='"expired payment"') is None  # a phrase
+    assert term(search="user_id") is None
+    assert term(search="expired", host="h") is None
+    assert term(search="expired", min_level="WARN", service_name="api") == "expired"
+    f = compile_filter(LogFilter(search="expired"))
+    assert counted_term(f, ("environment",), None) is None
+    assert counted_term(f, ("level",), DAY) == "expired"  # a histogram of days
+    assert counted_term(f, ("level",), HOUR) is None
+
+
+def counted(conninfo: str) -> int:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        compact(conn)
+        return count_closed_day_words(conn, before=datetime.now(UTC), min_rows=MIN_ROWS)
+
+
+def midnight(ts: datetime) -> datetime:
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def window(data: Dataset, **terms: Any) -> LogFilter:
+    """The dataset's day (or two), and an hour or so on each side counted from rows."""
+    start = midnight(data.start) - HOUR
+    end = midnight(data.end) + DAY + HOUR * 1.5
+    return LogFilter(start_time=iso(start), end_time=iso(end), **terms)
+
+
+async def served_days(pool: AsyncConnectionPool, tenant: uuid.UUID, f: LogFilter) -> int:
+    """How many of the window's whole days the word counts answer for `f`."""
+    compiled = compile_filter(f)
+    term = counted_term(compiled, ("service_name", "level"), None)
+    assert term is not None and compiled.start is not None
+    days = [compiled.start + HOUR, compiled.start + HOUR + DAY]
+    async with tenant_scope(pool, tenant) as conn:
+        _, served = await word_rows(conn, tenant, compiled, term, ("service_name", "level"), days)
+    return len(served)
+
+
+# Words of the dataset's templates in more than MIN_ROWS entries each, a piece of one,
+# and a term in no message: answered from the word counts. "e" is in many words, and
+# "payment" in "payments" too, a rarer one.
+COMMON = ["expired", "session", "failed", "xpire", "EXPIRED", "zzzqqq"]
+
+
+def terms_of(data: Dataset) -> list[str]:
+    """Words of the dataset's messages, most of them rare, COMMON, "e" and "payment"."""
+    found = sorted({w for e in data.entries[TENANT] for w in e["message"].split() if w.isalpha()})
+    return [*found[::7], *COMMON, "e", "payment"]
+
+
+async def test_a_word_is_counted_from_closed_days_exactly(client, writer, settings, pool) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=800)
+    days = {data.start.date(), data.end.date()}
+    assert counted(settings.postgres_conninfo()) == 2 * len(days)  # two tenants
+    for term in terms_of(data):
+        for tenant in (TENANT, OTHER_TENANT):
+            f = window(data, search=term)
+            check_stats(await stats(client, f, tenant), data.expected(tenant, f))
+            narrowed = window(data, search=term, min_level="WARN", service_name="api")
+            check_stats(await stats(client, narrowed, tenant), data.expected(tenant, narrowed))
+    for term in COMMON:
+        assert await served_days(pool, TENANT, window(data, search=term)) == len(days), term
+    for term in ("e", "payment"):
+        assert await served_days(pool, TENANT, window(data, search=term)) == 0
+
+
+async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, pool) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=800)
+    conninfo = settings.postgres_conninfo()
+    counted(conninfo)
+    whole = len({data.start.date(), data.end.date()})
+    f = window(data, search="session")
+    before = await stats(client, f)
+    check_stats(before, data.expected(TENANT, f))
+    assert await served_days(pool, TENANT, f) == whole
+    late = {
+        "service_name": "late-service",
+        "level": "ERROR",
+        "message": "session refused, arriving late",
+        "timestamp": iso(data.start + timedelta(minutes=7)),
+    }
+    response = await client.post(
+        "/api/v1/logs/batch", json={"entries": [late]}, headers=tenant_headers()
+    )
+    assert response.status_code == 202, response.text
+    await writer.drain()
+    # The day's counts no longer hold: counted from rows until the janitor's next run.
+    assert await served_days(pool, TENANT, f) < whole
+    after = await stats(client, f)
+    assert after["total_count"] == before["total_count"] + 1
+    assert counted(conninfo) == 1
+    assert await served_days(pool, TENANT, f) == whole
+    assert await stats(client, f) == after
+    # The tenant's days removed (retention): their counts go with the next run.
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for d in {midnight(data.start), midnight(data.end)}:
+            delete_tenant_day(conn, TENANT, d.date(), batch=1000)
+        counted(conninfo)
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM log_word_days WHERE tenant_id = %s), "
+            "(SELECT count(*) FROM log_word_counts WHERE tenant_id = %s)",
+            (TENANT, TENANT),
+        ).fetchone()
+    assert left == (0, 0)
+    assert (await stats(client, f))["total_count"] == 0
+    check_stats(await stats(client, f, OTHER_TENANT), data.expected(OTHER_TENANT, f))
