@@ -31,9 +31,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
-from services.janitor.closed_day_words import count_closed_day_words
 from services.janitor.closed_partitions import parent_index_ddl, settle_closed_partition
 from services.janitor.open_day_search import index_open_day
+from services.janitor.word_counts import count_words
 from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
 from shared.compaction import compact
 from shared.migrate import migrate
@@ -296,11 +296,12 @@ def build_search_indexes(settings: Settings, before: datetime) -> int:
     return built
 
 
-def count_words(settings: Settings, before: datetime) -> int:
-    """What the janitor does next for closed days: their words counted per tenant
-    (services/janitor/closed_day_words.py). After compaction: it counts compacted days."""
+def count_past_words(settings: Settings) -> int:
+    """What the janitor does next: the words of closed days and of today's past 3-hour
+    spans counted per tenant (services/janitor/word_counts.py). After compaction: it
+    counts spans whose rollups are compacted."""
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
-        return count_closed_day_words(conn, before=before, seconds=float("inf"))
+        return count_words(conn, seconds=float("inf"))
 
 
 def _say(message: str, started: float) -> None:
@@ -318,7 +319,7 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
                 print(f"applied migrations {applied} to the existing load", flush=True)
             # Closed days a later version settles differently are settled as the janitor would.
             build_search_indexes(settings, before=_day(datetime.now(UTC)))
-            count_words(settings, before=_day(datetime.now(UTC)))
+            count_past_words(settings)
             return found
     started = time.monotonic()
     end = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -337,8 +338,8 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         # The rollup watermark where a running janitor keeps it (shared/compaction.py).
         compact(conn)
-    words = count_words(settings, before=_day(datetime.now(UTC)))
-    _say(f"{words} closed tenant-day(s) of words counted", started)
+    spans = count_past_words(settings)
+    _say(f"words counted in {spans} span(s) of a tenant's past hours", started)
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         # Visibility map set (index-only scans) and statistics current, as after autovacuum.
         conn.execute("VACUUM (ANALYZE) log_entries")

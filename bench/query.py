@@ -560,11 +560,12 @@ WHERE t.isleaf
 GROUP BY 1 ORDER BY 2 DESC
 """
 _ROLLUPS = ("log_counts", "log_counts_hourly", "log_counts_daily", "log_counts_by_level")
+_WORD_COUNTS = ("log_word_counts", "log_word_spans")  # shared/word_counts.py
 
 
 def sizes(conn: psycopg.Connection, rows: int) -> list[tuple[str, int, int]]:
     """(relation, bytes, rows) for log_entries (heap and TOAST, then each index) and the
-    rollups (each with its indexes): issue 21's bytes-per-log breakdown."""
+    rollups and word counts (each with its indexes): issue 21's bytes-per-log breakdown."""
     out = []
     table = conn.execute(
         "SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('log_entries') WHERE isleaf"
@@ -572,7 +573,7 @@ def sizes(conn: psycopg.Connection, rows: int) -> list[tuple[str, int, int]]:
     out.append(("log_entries heap+TOAST", int(table[0]) if table else 0, rows))
     for name, size in conn.execute(_INDEX_SIZES_SQL).fetchall():
         out.append((f"  index {str(name).removeprefix('log_entries')[1:]}", int(size), rows))
-    for rollup in _ROLLUPS:
+    for rollup in (*_ROLLUPS, *_WORD_COUNTS):
         if conn.execute("SELECT to_regclass(%s)", (rollup,)).fetchone() == (None,):
             continue
         size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (rollup,)).fetchone()
@@ -628,11 +629,13 @@ def report(
         print(f"{name:26} {size / 1024**2:9.1f} MiB  {rows:>12,} rows {per}")
     per_log = max(loaded.spec.rows, 1)
     rollups = sum(size for name, size, _ in size_rows if name in _ROLLUPS)
-    entries = sum(size for _, size, _ in size_rows) - rollups
+    words = sum(size for name, size, _ in size_rows if name in _WORD_COUNTS)
+    entries = sum(size for _, size, _ in size_rows) - rollups - words
     for label, size in (
         ("log_entries table+index", entries),
         ("rollups", rollups),
-        ("all included", entries + rollups),
+        ("word counts", words),
+        ("all included", entries + rollups + words),
     ):
         print(f"{label:26} {size / 1024**2:9.1f} MiB  {size / per_log:8.1f} B per stored log")
 

@@ -31,13 +31,13 @@ from typing import Any, Literal
 import msgspec
 from psycopg import AsyncConnection, sql
 
-from shared.closed_day_words import counted_term, word_rows
 from shared.compaction import WATERMARK_SQL, watermark_of
 from shared.db import Statement
 from shared.filters import CompiledFilter, where_sql
 from shared.kept_hours import KeptHours
 from shared.model import Level
 from shared.open_day_search import split_now
+from shared.word_counts import counted_term, word_rows
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -480,12 +480,12 @@ async def raw_rows(
 ) -> list[tuple[Any, ...]] | None:
     """A raw count over f's window as spans_statement's rows (sub-bucket, *dims, n,
     first, last, 0), with each whole past hour taken from `kept` while its fingerprint
-    (the tenant's row count in that hour or day, from the rollups) holds, whole closed
-    days from their word counts where they answer (shared/closed_day_words.py: one word
-    searched), and the rest counted: the partial hours at the edges, the current hour,
-    and the hours not kept or changed since. The sub-bucket is `bucket` when it is at
-    most an hour (so that every row lies in one hour), else the hour. None when the
-    window spans too few past hours."""
+    (the tenant's row count in that hour or day, from the rollups) holds, past spans (a
+    closed day, 3 hours of today) from their word counts where they answer
+    (shared/word_counts.py: one word searched), and the rest counted: the partial hours
+    at the edges, the current hour, and the hours not kept or changed since. The
+    sub-bucket is `bucket` when it is at most an hour (so that every row lies in one
+    hour), else the hour. None when the window spans too few past hours."""
     start, end = _window(f)
     first = ceil_to(start, HOUR)
     last = min(floor_to(end, HOUR), floor_to(datetime.now(UTC), HOUR))
@@ -495,13 +495,10 @@ async def raw_rows(
         return None
     rows: list[tuple[Any, ...]] = []
     hours = [first + HOUR * i for i in range(int((last - first) / HOUR))]
-    if term is not None:  # whole closed days from their word counts, where they answer
-        days = [ceil_to(first, DAY) + DAY * i for i in range(int((last - first) / DAY))]
-        counted, served = await word_rows(
-            conn, tenant_id, f, term, dims, [d for d in days if d + DAY <= last]
-        )
+    if term is not None:  # past spans from their word counts, where they answer
+        counted, served = await word_rows(conn, tenant_id, f, term, dims, first, last)
         rows.extend(counted)
-        hours = [h for h in hours if floor_to(h, DAY) not in served]
+        hours = [h for h in hours if not any(lo <= h < hi for lo, hi in served)]
     # Read before the rows: a row committed in between is then counted below but not in
     # the fingerprint kept with it, so the hour is counted again next time. The other
     # order could keep a count that misses that row under a fingerprint that has it.

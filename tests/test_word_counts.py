@@ -1,6 +1,6 @@
-"""Word counts of closed days (shared/closed_day_words.py): a word's count over closed
-days comes from them, exactly as from the rows, per tenant; a late entry or a deletion
-is never missed."""
+"""Word counts of past hours (shared/word_counts.py): a word's count over closed days and
+today's past hours comes from them, exactly as from the rows, per tenant; a late entry
+or a deletion is never missed."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
-from services.janitor.closed_day_words import count_closed_day_words
 from services.janitor.removal import delete_tenant_day
-from shared.closed_day_words import (
+from services.janitor.word_counts import RECOUNT_AFTER, count_words
+from shared.compaction import compact
+from shared.db import tenant_scope
+from shared.filters import LogFilter, compile_filter
+from shared.open_day_search import STEP
+from shared.word_counts import (
     GRAM_BYTES,
     add_grams,
     counted_term,
@@ -23,9 +27,6 @@ from shared.closed_day_words import (
     tokens,
     word_rows,
 )
-from shared.compaction import compact
-from shared.db import tenant_scope
-from shared.filters import LogFilter, compile_filter
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
 from tests.test_kept_hours import stats
 from tests.test_stats import Dataset, check_stats, ingest_dataset, iso
@@ -70,10 +71,11 @@ def test_only_one_word_of_letters_and_digits_is_counted_from_words() -> None:
     assert counted_term(f, ("level",), HOUR) is None
 
 
-def counted(conninfo: str) -> int:
+def counted(conninfo: str, now: datetime | None = None) -> int:
+    """The janitor's word counting as of `now`, the rollups compacted first."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         compact(conn)
-        return count_closed_day_words(conn, before=datetime.now(UTC), min_rows=MIN_ROWS)
+        return count_words(conn, now=now, min_rows=MIN_ROWS)
 
 
 def midnight(ts: datetime) -> datetime:
@@ -87,15 +89,25 @@ def window(data: Dataset, **terms: Any) -> LogFilter:
     return LogFilter(start_time=iso(start), end_time=iso(end), **terms)
 
 
-async def served_days(pool: AsyncConnectionPool, tenant: uuid.UUID, f: LogFilter) -> int:
-    """How many of the window's whole days the word counts answer for `f`."""
+async def served_spans(
+    pool: AsyncConnectionPool, tenant: uuid.UUID, f: LogFilter
+) -> list[tuple[datetime, datetime]]:
+    """The spans of the window the word counts answer for `f`."""
     compiled = compile_filter(f)
     term = counted_term(compiled, ("service_name", "level"), None)
-    assert term is not None and compiled.start is not None
-    days = [compiled.start + HOUR, compiled.start + HOUR + DAY]
+    assert term is not None and compiled.start is not None and compiled.end is not None
+    first, last = compiled.start + HOUR, compiled.end - HOUR * 1.5
     async with tenant_scope(pool, tenant) as conn:
-        _, served = await word_rows(conn, tenant, compiled, term, ("service_name", "level"), days)
-    return len(served)
+        _, served = await word_rows(
+            conn, tenant, compiled, term, ("service_name", "level"), first, last
+        )
+    return sorted(served)
+
+
+async def served_days(pool: AsyncConnectionPool, tenant: uuid.UUID, f: LogFilter) -> int:
+    spans = await served_spans(pool, tenant, f)
+    assert all(until - start == DAY for start, until in spans)
+    return len(spans)
 
 
 # Words of the dataset's templates in more than MIN_ROWS entries each, a piece of one,
@@ -150,7 +162,8 @@ async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, p
     assert await served_days(pool, TENANT, f) < whole
     after = await stats(client, f)
     assert after["total_count"] == before["total_count"] + 1
-    assert counted(conninfo) == 1
+    assert counted(conninfo) == 0  # counted too recently
+    assert counted(conninfo, now=datetime.now(UTC) + RECOUNT_AFTER) == 1
     assert await served_days(pool, TENANT, f) == whole
     assert await stats(client, f) == after
     # The tenant's days removed (retention): their counts go with the next run.
@@ -159,10 +172,39 @@ async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, p
             delete_tenant_day(conn, TENANT, d.date(), batch=1000)
         counted(conninfo)
         left = conn.execute(
-            "SELECT (SELECT count(*) FROM log_word_days WHERE tenant_id = %s), "
+            "SELECT (SELECT count(*) FROM log_word_spans WHERE tenant_id = %s), "
             "(SELECT count(*) FROM log_word_counts WHERE tenant_id = %s)",
             (TENANT, TENANT),
         ).fetchone()
     assert left == (0, 0)
     assert (await stats(client, f))["total_count"] == 0
     check_stats(await stats(client, f, OTHER_TENANT), data.expected(OTHER_TENANT, f))
+
+
+async def test_a_day_not_closed_is_counted_by_three_hours_then_replaced_by_the_day(
+    client, writer, settings, pool
+) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=800)
+    conninfo = settings.postgres_conninfo()
+    day = midnight(data.end)
+    # As the janitor sees it late that day: the day is not closed, its hours to 21:00 are.
+    assert counted(conninfo, now=day + HOUR * 23.5) >= 2
+    f = window(data, search="session")
+    spans = await served_spans(pool, TENANT, f)
+    assert [s for s in spans if s[0] >= day]
+    assert all(until - start == STEP for start, until in spans if start >= day)
+    for term in COMMON:
+        for tenant in (TENANT, OTHER_TENANT):
+            f = window(data, search=term)
+            check_stats(await stats(client, f, tenant), data.expected(tenant, f))
+    # The day closed: its count replaces its 3-hour ones.
+    counted(conninfo)
+    assert await served_days(pool, TENANT, f) == len({data.start.date(), data.end.date()})
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM log_word_spans WHERE until - start <> interval '1 day'"
+        ).fetchone()
+    assert row == (0,)
+    for term in COMMON:
+        f = window(data, search=term, min_level="WARN")
+        check_stats(await stats(client, f), data.expected(TENANT, f))

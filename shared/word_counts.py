@@ -1,34 +1,35 @@
-"""Word counts of closed days: a common word counted over days without reading its rows.
+"""Word counts of past hours: a common word counted over days without reading its rows.
 
 A search term must appear in the message as a substring, ignoring ASCII case
 (shared/filters.py). Counting a common word over days therefore checks every matching
 entry against its row: "expired" is in 725k of the busiest benchmark tenant's 5.6M
 entries, and counting them took 0.9-1 s however the rows were laid out (README, "Where the
-largest tenant's first count goes"). But a closed day changes only by late entries and
-retention. So once a day is closed the janitor splits each of a tenant's messages that
-day into *tokens*, the longest runs of ASCII letters and digits after folding ASCII case
-(services/janitor/closed_day_words.py), and keeps:
+largest tenant's first count goes"). But past hours change only by late entries and
+retention. So the janitor (services/janitor/word_counts.py) counts *spans*: each closed
+UTC day, and before that each 3 hours of it (shared/open_day_search.py's STEP). It
+splits each of a tenant's messages in the span into *tokens*, the longest runs of ASCII
+letters and digits after folding ASCII case, and keeps:
 
-- for each *word*, a token in at least WORD_MIN_ROWS of the tenant's entries that day:
-  per service and level, the entries holding it, and the first and last of them
+- for each *word*, a token in at least WORD_MIN_ROWS of the tenant's entries in the
+  span: per service and level, the entries holding it, and the first and last of them
   (log_word_counts);
 - what the other tokens are: those of letters only as a list, the rest (ids, numbers,
   and letters past a cap) as the set of their 1-, 2- and 3-character pieces (a bitmap).
 
 A term of letters and digits only can match a message only inside one token (a match
 is a run of letters and digits, and a token is the longest such run). So the entries it
-matches are those with a token containing it. When, on a day, exactly one word contains
+matches are those with a token containing it. When, in a span, exactly one word contains
 the term and, by the list and the bitmap, no other token can, the entries matching the
-term are exactly those holding that word: their count is read from its cells.
-No word and no other token: none. Otherwise (two words, or a token the bitmap cannot
-rule out) the day is counted from rows, as before. So the count is exact whichever way.
-Counts per day serve the counts not grouped by time (stats, the services list, alert
-rules) and histograms of whole days; finer ones count rows (and keep their hours,
+term are exactly those holding that word: their count is read from its cells. No word
+and no other token: none. Otherwise (two words, or a token the bitmap cannot rule out)
+the span is counted from rows, as before. So the count is exact whichever way. Spans
+serve the counts not grouped by time (stats, the services list, alert rules) and
+histograms of whole days; finer ones count rows (and keep their hours,
 shared/kept_hours.py).
 
-A day's counts are used only while the tenant's count of entries that day in the rollups
+A span's counts are used only while the tenant's count of entries in it in the rollups
 is still the one they were made with (`rows`): a late entry or a deletion changes it, and
-the janitor counts the day again on its next run.
+the janitor counts the span again.
 """
 
 from __future__ import annotations
@@ -113,17 +114,28 @@ def counted_term(f: CompiledFilter, dims: Sequence[str], bucket: timedelta | Non
     return term if _SEARCHABLE.fullmatch(term) else None
 
 
-# The days of `days` counted for the tenant whose counts still hold (the rollups' count
-# of the day is the one they were made with) and on which no token but a word can hold
-# the term; with the words that contain it.
-_DAYS_SQL = """
-SELECT d.day, array(SELECT w FROM unnest(d.words) AS w WHERE strpos(w, %(term)s) > 0)
-FROM log_word_days d
-WHERE d.tenant_id = %(tenant)s AND d.day = ANY(%(days)s)
-  AND d.rows = (SELECT coalesce(sum(c.count), 0) FROM log_counts_daily c
-                WHERE c.tenant_id = d.tenant_id AND c.day = d.day)
-  AND NOT EXISTS (SELECT 1 FROM unnest(d.rare_words) AS r WHERE strpos(r, %(term)s) > 0)
-  AND NOT (SELECT bool_and(get_bit(d.rare_grams, b) = 1) FROM unnest(%(bits)s::int[]) AS b)
+# The rollups' count of the tenant's entries in a span `s` of log_word_spans: a day's
+# from its daily cells, 3 hours' from their hourly ones (services/janitor/word_counts.py
+# counts a span when both are complete).
+ROLLUP_ROWS_SQL = """
+CASE WHEN s.until = s.start + interval '1 day'
+     THEN (SELECT coalesce(sum(c.count), 0) FROM log_counts_daily c
+           WHERE c.tenant_id = s.tenant_id AND c.day = s.start)
+     ELSE (SELECT coalesce(sum(c.count), 0) FROM log_counts_hourly c
+           WHERE c.tenant_id = s.tenant_id AND c.hour >= s.start AND c.hour < s.until)
+END
+"""
+
+# The tenant's spans inside [first, last) whose counts still hold (the rollups' count of
+# the span is the one they were made with) and in which no token but a word can hold the
+# term; with the words that contain it.
+_SPANS_SQL = f"""
+SELECT s.start, s.until, array(SELECT w FROM unnest(s.words) AS w WHERE strpos(w, %(term)s) > 0)
+FROM log_word_spans s
+WHERE s.tenant_id = %(tenant)s AND s.start >= %(first)s AND s.until <= %(last)s
+  AND s.rows = {ROLLUP_ROWS_SQL}
+  AND NOT EXISTS (SELECT 1 FROM unnest(s.rare_words) AS r WHERE strpos(r, %(term)s) > 0)
+  AND NOT (SELECT bool_and(get_bit(s.rare_grams, b) = 1) FROM unnest(%(bits)s::int[]) AS b)
 """
 
 
@@ -133,26 +145,26 @@ async def word_rows(
     f: CompiledFilter,
     term: str,
     dims: Sequence[str],
-    days: Sequence[datetime],
-) -> tuple[list[tuple[Any, ...]], set[datetime]]:
-    """The counts of `term` (from `counted_term`) on those of `days` (whole UTC days)
-    the word counts answer, as spans_statement's rows (day, *dims, n, first, last, 0),
-    and those days. f's services and levels narrow the cells."""
-    if not days:
-        return [], set()
+    first: datetime,
+    last: datetime,
+) -> tuple[list[tuple[Any, ...]], list[tuple[datetime, datetime]]]:
+    """The counts of `term` (from `counted_term`) in the spans inside [first, last) that
+    the word counts answer, as spans_statement's rows (span start, *dims, n, first, last,
+    0), and those spans' [start, until). f's services and levels narrow the cells."""
     cur = await conn.execute(
-        _DAYS_SQL,
-        {"tenant": tenant_id, "days": list(days), "term": term, "bits": term_bits(term)},
+        _SPANS_SQL,
+        {"tenant": tenant_id, "first": first, "last": last, "term": term,
+         "bits": term_bits(term)},
         prepare=False,
-    )
-    served: set[datetime] = set()
+    )  # fmt: skip
+    served: list[tuple[datetime, datetime]] = []
     wanted: dict[datetime, str] = {}
-    for day, words in await cur.fetchall():
+    for start, until, words in await cur.fetchall():
         if len(words) > 1:  # an entry may hold both: counted from rows
             continue
-        served.add(day)
+        served.append((start, until))
         if words:
-            wanted[day] = words[0]
+            wanted[start] = words[0]
     if not wanted:
         return [], served
     return await _cells(conn, tenant_id, f, dims, wanted), served
@@ -165,7 +177,8 @@ async def _cells(
     dims: Sequence[str],
     wanted: dict[datetime, str],
 ) -> list[tuple[Any, ...]]:
-    """The word's cells on each day of `wanted`, grouped by day and `dims`."""
+    """The cells of the word of each span of `wanted` (start -> word), grouped by span
+    and `dims`."""
     conditions = [sql.SQL("c.tenant_id = %s")]
     params: list[Any] = [list(wanted.values()), list(wanted), tenant_id]
     if f.services:
@@ -177,12 +190,12 @@ async def _cells(
     if f.min_level is not None:
         conditions.append(sql.SQL("u.level >= %s"))
         params.append(f.min_level)
-    keys = [sql.SQL("c.day"), *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
+    keys = [sql.SQL("c.start"), *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
     statement = sql.SQL(
         "SELECT {keys}, sum(u.count), min(u.first), max(u.last), 0 "
         "FROM log_word_counts c "
-        "JOIN unnest(%s::text[], %s::timestamptz[]) AS w(word, day) "
-        "ON c.word = w.word AND c.day = w.day "
+        "JOIN unnest(%s::text[], %s::timestamptz[]) AS w(word, start) "
+        "ON c.word = w.word AND c.start = w.start "
         "CROSS JOIN LATERAL unnest(c.services, c.levels, c.counts, c.firsts, c.lasts) "
         "AS u(service_name, level, count, first, last) "
         "WHERE {conditions} GROUP BY {groups}"

@@ -1,0 +1,290 @@
+"""Counting the words of past hours, span by span (shared/word_counts.py says what for).
+
+Each janitor run counts the spans that need it, for up to COUNT_SECONDS, oldest first:
+
+- each closed day (LATE_ENTRY_GRACE after its end, its rollups compacted into
+  log_counts_daily), per tenant, whole: it replaces the day's 3-hour spans;
+- before that, each 3 hours of a day (shared/open_day_search.py's STEP, the bounds of
+  today's search index), from BLOCK_AFTER past their end (their hourly rollups complete);
+
+when a span has no counts yet, or the rollups' count of its entries has changed since (a
+late entry, a deletion), but not again within RECOUNT_AFTER of its last count (a trickle
+of late entries would otherwise have a day read again every run). Counts of a span with
+no entries left (retention removed them) are removed.
+
+A span is counted in one REPEATABLE READ transaction, so the rows read and the rollups'
+count of them are of one moment; cut short (SIGTERM cancels the statement,
+services/janitor/__main__.py), it leaves nothing. Its rows are read twice, in batches
+through a server-side cursor, so memory does not grow with the span: once to find which
+tokens are words (their entries counted with a bounded table), once to count the words
+per service and level and to note the other tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from services.janitor.closed_partitions import LATE_ENTRY_GRACE
+from shared.compaction import read_watermark
+from shared.open_day_search import STEP
+from shared.rollups import DAY, HOUR, floor_to
+from shared.word_counts import (
+    GRAM_BYTES,
+    ROLLUP_ROWS_SQL,
+    WORD_MIN_ROWS,
+    add_grams,
+    tokens,
+)
+
+log = logging.getLogger("janitor")
+
+# A run stops starting spans after this long; the next run goes on.
+COUNT_SECONDS = 120
+# 3 hours are counted this long after their end: a live stream's entries are in.
+BLOCK_AFTER = timedelta(minutes=5)
+# A span counted is not counted again, however its rollups change, for this long.
+RECOUNT_AFTER = timedelta(minutes=30)
+# At most this many words per span, the most frequent (bounds the cells held and
+# stored); the others are noted as other tokens.
+MAX_WORDS = 2000
+# Other tokens of letters only kept as a list up to this many, then as pieces.
+MAX_RARE_WORDS = 20_000
+# The first pass's table of tokens: when it grows past this, the tokens seen least are
+# dropped (a word missed that way is only noted as another token: still exact).
+MAX_TALLY = 400_000
+_BATCH = 10_000
+
+# A span of the tenant with counts that hold, or counted too recently to count again.
+_COUNTED = """
+EXISTS (SELECT 1 FROM log_word_spans s
+        WHERE s.tenant_id = c.tenant_id AND s.start = {start} AND s.until = {until}
+          AND (s.rows = sum(c.count) OR s.counted_at > %(now)s - %(recount)s))
+"""
+
+# The oldest closed tenant-day to count.
+_DAY_TODO_SQL = f"""
+SELECT c.tenant_id, c.day, c.day + interval '1 day'
+FROM log_counts_daily c
+WHERE c.day + interval '1 day' <= %(closed)s
+GROUP BY c.tenant_id, c.day
+HAVING sum(c.count) > 0
+   AND NOT {_COUNTED.format(start="c.day", until="c.day + interval '1 day'")}
+ORDER BY c.day, c.tenant_id
+LIMIT 1
+"""
+
+# The oldest 3 hours of a tenant in [from, upto) to count. (A scan of the hourly cells:
+# their key leads with the tenant. Tens of milliseconds at 10M rows.)
+_BLOCK_TODO_SQL = f"""
+SELECT c.tenant_id, b.start, b.start + %(step)s
+FROM log_counts_hourly c
+CROSS JOIN LATERAL (SELECT date_bin(%(step)s, c.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00')
+                    AS start) AS b
+WHERE c.hour >= %(from)s AND c.hour < %(upto)s
+GROUP BY c.tenant_id, b.start
+HAVING sum(c.count) > 0
+   AND NOT {_COUNTED.format(start="b.start", until="b.start + %(step)s")}
+ORDER BY b.start, c.tenant_id
+LIMIT 1
+"""
+
+_ROWS_SQL = f"""
+SELECT {ROLLUP_ROWS_SQL}
+FROM (SELECT %s::uuid AS tenant_id, %s::timestamptz AS start, %s::timestamptz AS until) AS s
+"""
+
+# Counts of spans whose entries are all gone.
+_GONE_SQL = f"""
+WITH gone AS (
+    DELETE FROM log_word_spans s WHERE {ROLLUP_ROWS_SQL} = 0
+    RETURNING s.tenant_id, s.start, s.words
+)
+DELETE FROM log_word_counts w USING gone g, unnest(g.words) AS x(word)
+WHERE w.tenant_id = g.tenant_id AND w.word = x.word AND w.start = g.start
+"""
+
+# The tenant's spans starting in [start, until), and their counts.
+_FORMER_SQL = """
+WITH former AS (
+    DELETE FROM log_word_spans
+    WHERE tenant_id = %(tenant)s AND start >= %(start)s AND start < %(until)s
+    RETURNING start, words
+)
+DELETE FROM log_word_counts w USING former f, unnest(f.words) AS x(word)
+WHERE w.tenant_id = %(tenant)s AND w.word = x.word AND w.start = f.start
+"""
+
+_MESSAGES_SQL = """
+SELECT message FROM log_entries
+WHERE tenant_id = %s AND "timestamp" >= %s AND "timestamp" < %s
+"""
+
+_ENTRIES_SQL = """
+SELECT service_name, level, "timestamp", message FROM log_entries
+WHERE tenant_id = %s AND "timestamp" >= %s AND "timestamp" < %s
+"""
+
+_INSERT_SPAN_SQL = """
+INSERT INTO log_word_spans (tenant_id, start, until, rows, words, rare_words, rare_grams)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+
+_COPY_CELLS_SQL = """
+COPY log_word_counts (tenant_id, word, start, services, levels, counts, firsts, lasts)
+FROM STDIN
+"""
+
+
+def count_words(
+    conn: psycopg.Connection,
+    *,
+    now: datetime | None = None,
+    seconds: float = COUNT_SECONDS,
+    keep_going: Callable[[], bool] = lambda: True,
+    min_rows: int = WORD_MIN_ROWS,
+) -> int:
+    """Count the spans that need it as of `now` (default: the clock), for up to
+    `seconds` and while `keep_going()`; returns how many were counted. `min_rows`: see
+    WORD_MIN_ROWS. `conn` must be in autocommit mode."""
+    now = now or datetime.now(UTC)
+    gone = conn.execute(_GONE_SQL).rowcount
+    if gone:
+        log.info("removed %d word counts of spans with no entries left", gone)
+    deadline = time.monotonic() + seconds
+    counted = 0
+    while time.monotonic() < deadline and keep_going():
+        todo = _next_span(conn, now)
+        if todo is None:
+            break
+        tenant_id, start, until = todo
+        started = time.monotonic()
+        words = count_span(conn, tenant_id, start, until, min_rows)
+        log.info("counted %d words of tenant %s in [%s, %s) in %.1f s",
+                 words, tenant_id, start, until, time.monotonic() - started)  # fmt: skip
+        counted += 1
+    return counted
+
+
+def _next_span(
+    conn: psycopg.Connection, now: datetime
+) -> tuple[uuid.UUID, datetime, datetime] | None:
+    """The next span to count: a closed day first, then 3 hours of a day not closed."""
+    watermark = read_watermark(conn)
+    closed = min(now - LATE_ENTRY_GRACE, watermark)
+    params = {
+        "now": now,
+        "closed": closed,
+        "recount": RECOUNT_AFTER,
+        "step": STEP,
+        "from": floor_to(closed, DAY),
+        "upto": floor_to(min(now - BLOCK_AFTER, floor_to(watermark, HOUR)), STEP),
+    }
+    for query in (_DAY_TODO_SQL, _BLOCK_TODO_SQL):
+        row = conn.execute(query, params).fetchone()
+        if row is not None:
+            return row[0], row[1], row[2]
+    return None
+
+
+def count_span(
+    conn: psycopg.Connection,
+    tenant_id: uuid.UUID,
+    start: datetime,
+    until: datetime,
+    min_rows: int = WORD_MIN_ROWS,
+) -> int:
+    """Replace the tenant's word counts of the spans starting in [start, until) by those
+    of [start, until); returns how many words it has."""
+    span = (tenant_id, start, until)
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        fetched = conn.execute(_ROWS_SQL, span).fetchone()
+        rows = int(fetched[0]) if fetched else 0
+        words = _frequent_tokens(_column(conn, _MESSAGES_SQL, span, "word_tally"), min_rows)
+        tally = _Tally(words)
+        for service, level, ts, message in _rows(conn, _ENTRIES_SQL, span, "word_cells"):
+            tally.add(service, level, ts, message)
+        counted = {word.decode(): cells for word, cells in tally.cells.items() if cells}
+        conn.execute(_FORMER_SQL, {"tenant": tenant_id, "start": start, "until": until})
+        conn.execute(
+            _INSERT_SPAN_SQL,
+            (tenant_id, start, until, rows, sorted(counted),
+             sorted(w.decode() for w in tally.rare_words), bytes(tally.rare_grams)),
+        )  # fmt: skip
+        with conn.cursor().copy(_COPY_CELLS_SQL) as copy:
+            for word, cells in counted.items():
+                # One array per column: services, levels, counts, firsts, lasts.
+                columns = zip(*((*key, *value) for key, value in cells.items()), strict=True)
+                copy.write_row((tenant_id, word, start, *map(list, columns)))
+    return len(counted)
+
+
+def _rows(
+    conn: psycopg.Connection, query: str, params: tuple[Any, ...], name: str
+) -> Iterator[tuple[Any, ...]]:
+    with conn.cursor(name=name) as cur:
+        cur.itersize = _BATCH
+        cur.execute(query, params)
+        yield from cur
+
+
+def _column(
+    conn: psycopg.Connection, query: str, params: tuple[Any, ...], name: str
+) -> Iterator[Any]:
+    for row in _rows(conn, query, params, name):
+        yield row[0]
+
+
+def _frequent_tokens(messages: Iterator[str], min_rows: int) -> frozenset[bytes]:
+    """The tokens in at least `min_rows` messages (MAX_WORDS of the most frequent),
+    counted in a table of at most MAX_TALLY tokens: past it, those seen least so far are
+    dropped (so a token counted late may be missed: it is then another token)."""
+    seen: dict[bytes, int] = {}
+    floor = 1
+    for message in messages:
+        for token in tokens(message):
+            seen[token] = seen.get(token, 0) + 1
+        if len(seen) > MAX_TALLY:
+            while len(seen) > MAX_TALLY // 2:
+                seen = {t: n for t, n in seen.items() if n > floor}
+                floor += 1
+    frequent = sorted((n, t) for t, n in seen.items() if n >= min_rows)
+    return frozenset(t for _, t in frequent[-MAX_WORDS:])
+
+
+class _Tally:
+    """The second pass: cells of the words, the other tokens noted."""
+
+    def __init__(self, words: frozenset[bytes]) -> None:
+        self.words = words
+        # word -> (service, level) -> [entries, first, last]
+        self.cells: dict[bytes, dict[tuple[str, int], list[Any]]] = {w: {} for w in words}
+        self.rare_words: set[bytes] = set()
+        self.rare_grams = bytearray(GRAM_BYTES)
+
+    def add(self, service: str, level: int, ts: datetime, message: str) -> None:
+        for token in tokens(message):
+            cells = self.cells.get(token)
+            if cells is not None:
+                cell = cells.get((service, level))
+                if cell is None:
+                    cells[(service, level)] = [1, ts, ts]
+                else:
+                    cell[0] += 1
+                    if ts < cell[1]:
+                        cell[1] = ts
+                    elif ts > cell[2]:
+                        cell[2] = ts
+            elif token in self.rare_words:
+                continue
+            elif token.isalpha() and len(self.rare_words) < MAX_RARE_WORDS:
+                self.rare_words.add(token)
+            else:
+                add_grams(token, self.rare_grams)
