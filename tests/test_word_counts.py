@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
@@ -207,4 +208,19 @@ async def test_a_day_not_closed_is_counted_by_three_hours_then_replaced_by_the_d
     assert row == (0,)
     for term in COMMON:
         f = window(data, search=term, min_level="WARN")
+        check_stats(await stats(client, f), data.expected(TENANT, f))
+
+
+@pytest.mark.parametrize("min_rows", [1, 10**9])
+async def test_counts_are_exact_whatever_is_taken_for_a_word(
+    client, writer, settings, min_rows
+) -> None:
+    """Every token a word (ids too), or none: each term is counted from the words, from
+    rows, or (a term in no token at all) as none, and the answers do not change."""
+    data = await ingest_dataset(client, writer, per_tenant=400)
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        compact(conn)
+        assert count_words(conn, min_rows=min_rows) >= 2
+    for term in terms_of(data):
+        f = window(data, search=term)
         check_stats(await stats(client, f), data.expected(TENANT, f))
