@@ -46,8 +46,8 @@ from shared.filters import CompiledFilter, fold_case
 
 DAY = timedelta(days=1)
 
-# A token in at least this many of a tenant's entries of a day gets counts of its own;
-# a term found in fewer is counted from the search index as quickly.
+# A token in at least this many of a tenant's entries in a span gets counts of its own;
+# a term found in fewer is counted from the search index about as quickly.
 WORD_MIN_ROWS = 100
 _TOKEN = re.compile(rb"[a-z0-9]+")
 _SEARCHABLE = re.compile(r"[a-z0-9]+")
