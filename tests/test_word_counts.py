@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
+from services.janitor import metrics
 from services.janitor.removal import delete_tenant_day
 from services.janitor.word_counts import RECOUNT_AFTER, count_words
 from shared.compaction import compact
@@ -77,6 +78,12 @@ def counted(conninfo: str, now: datetime | None = None) -> int:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         compact(conn)
         return count_words(conn, now=now, min_rows=MIN_ROWS)
+
+
+def spans_counted(kind: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("minisource_janitor_word_spans_total", {"span": kind})
+    assert value is not None
+    return value
 
 
 def midnight(ts: datetime) -> datetime:
@@ -188,8 +195,10 @@ async def test_a_day_not_closed_is_counted_by_three_hours_then_replaced_by_the_d
     data = await ingest_dataset(client, writer, per_tenant=800)
     conninfo = settings.postgres_conninfo()
     day = midnight(data.end)
+    hours_before = spans_counted("hours")
     # As the janitor sees it late that day: the day is not closed, its hours to 21:00 are.
     assert counted(conninfo, now=day + HOUR * 23.5) >= 2
+    assert spans_counted("hours") >= hours_before + 2
     f = window(data, search="session")
     spans = await served_spans(pool, TENANT, f)
     assert [s for s in spans if s[0] >= day]

@@ -44,6 +44,16 @@ CLOSED_PARTITIONS: Final = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+# services/janitor/word_counts.py: a closed day whole, or 3 hours of a day not closed.
+WORD_SPAN_KINDS: Final = ("day", "hours")
+WORD_SPANS: Final = Counter(
+    "janitor_word_spans",
+    "Spans of a tenant's past hours whose words were counted (shared/word_counts.py): a "
+    "closed day (day) or 3 hours of a day not closed (hours).",
+    ["span"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 # services/janitor/runs.py: Reason and Stage.
 REASONS: Final = ("retention", "tenant_quota", "global_quota", "partition")
 STAGES: Final = ("archive", "delete", "partition", "quota", "run")
@@ -104,3 +114,5 @@ for _stage in STAGES:
     ERRORS.labels(_stage)
 for _outcome in CLOSED_PARTITION_OUTCOMES:
     CLOSED_PARTITIONS.labels(_outcome)
+for _kind in WORD_SPAN_KINDS:
+    WORD_SPANS.labels(_kind)

@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from services.janitor import metrics
 from services.janitor.closed_partitions import LATE_ENTRY_GRACE
 from shared.compaction import read_watermark
 from shared.open_day_search import STEP
@@ -166,6 +167,7 @@ def count_words(
         tenant_id, start, until = todo
         started = time.monotonic()
         words = count_span(conn, tenant_id, start, until, min_rows)
+        metrics.WORD_SPANS.labels("day" if until - start == DAY else "hours").inc()
         log.info("counted %d words of tenant %s in [%s, %s) in %.1f s",
                  words, tenant_id, start, until, time.monotonic() - started)  # fmt: skip
         counted += 1
