@@ -265,7 +265,6 @@ class _Tally:
     """The second pass: cells of the words, the other tokens noted."""
 
     def __init__(self, words: frozenset[bytes]) -> None:
-        self.words = words
         # word -> (service, level) -> [entries, first, last]
         self.cells: dict[bytes, dict[tuple[str, int], list[Any]]] = {w: {} for w in words}
         self.rare_words: set[bytes] = set()
