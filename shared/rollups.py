@@ -481,7 +481,7 @@ async def raw_rows(
     """A raw count over f's window as spans_statement's rows (sub-bucket, *dims, n,
     first, last, 0), with each whole past hour taken from `kept` while its fingerprint
     (the tenant's row count in that hour or day, from the rollups) holds, past spans (a
-    closed day, 3 hours of today) from their word counts where they answer
+    closed day, an hour of today) from their word counts where they answer
     (shared/word_counts.py: one word searched), and the rest counted: the partial hours
     at the edges, the current hour, and the hours not kept or changed since. The
     sub-bucket is `bucket` when it is at most an hour (so that every row lies in one

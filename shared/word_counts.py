@@ -6,9 +6,9 @@ entry against its row: "expired" is in 725k of the busiest benchmark tenant's 5.
 entries, and counting them took 0.9-1 s however the rows were laid out (README, "Where the
 largest tenant's first count goes"). But past hours change only by late entries and
 retention. So the janitor (services/janitor/word_counts.py) counts *spans*: each closed
-UTC day, and before that each 3 hours of it (shared/open_day_search.py's STEP). It
-splits each of a tenant's messages in the span into *tokens*, the longest runs of ASCII
-letters and digits after folding ASCII case, and keeps:
+UTC day, and before that each hour of it. It splits each of a tenant's messages in the
+span into *tokens*, the longest runs of ASCII letters and digits after folding ASCII
+case, and keeps:
 
 - for each *word*, a token in at least WORD_MIN_ROWS of the tenant's entries in the
   span: per service and level, the entries holding it, and the first and last of them
@@ -115,7 +115,7 @@ def counted_term(f: CompiledFilter, dims: Sequence[str], bucket: timedelta | Non
 
 
 # The rollups' count of the tenant's entries in a span `s` of log_word_spans: a day's
-# from its daily cells, 3 hours' from their hourly ones (services/janitor/word_counts.py
+# from its daily cells, an hour's from its hourly ones (services/janitor/word_counts.py
 # counts a span when both are complete).
 ROLLUP_ROWS_SQL = """
 CASE WHEN s.until = s.start + interval '1 day'

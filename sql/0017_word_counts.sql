@@ -1,15 +1,15 @@
 -- Word counts of past hours: a common word counted over days without reading its rows
 -- (shared/word_counts.py says how a count uses them and why it stays exact;
--- services/janitor/word_counts.py fills them: a closed day whole, today by 3 hours).
+-- services/janitor/word_counts.py fills them: a closed day whole, today hour by hour).
 
--- One row per tenant and span counted: a closed UTC day, or 3 hours of a day not closed.
--- A tenant's spans never overlap: a day's count replaces its 3-hour ones.
+-- One row per tenant and span counted: a closed UTC day, or an hour of a day not closed.
+-- A tenant's spans never overlap: a day's count replaces its hours'.
 CREATE TABLE IF NOT EXISTS log_word_spans (
     tenant_id  uuid        NOT NULL,
     start      timestamptz NOT NULL,
     until      timestamptz NOT NULL,
     -- The tenant's entries in [start, until) when counted, from the rollups (daily cells
-    -- for a day, hourly ones for 3 hours) in the same snapshot as the rows: a count uses
+    -- for a day, hourly ones for an hour) in the same snapshot as the rows: a count uses
     -- the span only while the rollups still say so.
     rows       bigint      NOT NULL,
     -- The words with cells in log_word_counts (in at least WORD_MIN_ROWS entries).

@@ -20,7 +20,6 @@ from services.janitor.word_counts import RECOUNT_AFTER, count_words
 from shared.compaction import compact
 from shared.db import tenant_scope
 from shared.filters import LogFilter, compile_filter
-from shared.open_day_search import STEP
 from shared.word_counts import (
     GRAM_BYTES,
     add_grams,
@@ -189,25 +188,25 @@ async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, p
     check_stats(await stats(client, f, OTHER_TENANT), data.expected(OTHER_TENANT, f))
 
 
-async def test_a_day_not_closed_is_counted_by_three_hours_then_replaced_by_the_day(
+async def test_a_day_not_closed_is_counted_by_the_hour_then_replaced_by_the_day(
     client, writer, settings, pool
 ) -> None:
     data = await ingest_dataset(client, writer, per_tenant=800)
     conninfo = settings.postgres_conninfo()
     day = midnight(data.end)
-    hours_before = spans_counted("hours")
-    # As the janitor sees it late that day: the day is not closed, its hours to 21:00 are.
+    hours_before = spans_counted("hour")
+    # As the janitor sees it late that day: the day is not closed, its hours to 23:00 are.
     assert counted(conninfo, now=day + HOUR * 23.5) >= 2
-    assert spans_counted("hours") >= hours_before + 2
+    assert spans_counted("hour") >= hours_before + 2
     f = window(data, search="session")
     spans = await served_spans(pool, TENANT, f)
     assert [s for s in spans if s[0] >= day]
-    assert all(until - start == STEP for start, until in spans if start >= day)
+    assert all(until - start == HOUR for start, until in spans if start >= day)
     for term in COMMON:
         for tenant in (TENANT, OTHER_TENANT):
             f = window(data, search=term)
             check_stats(await stats(client, f, tenant), data.expected(tenant, f))
-    # The day closed: its count replaces its 3-hour ones.
+    # The day closed: its count replaces its hours'.
     counted(conninfo)
     assert await served_days(pool, TENANT, f) == len({data.start.date(), data.end.date()})
     with psycopg.connect(conninfo) as conn:

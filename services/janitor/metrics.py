@@ -44,12 +44,12 @@ CLOSED_PARTITIONS: Final = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
-# services/janitor/word_counts.py: a closed day whole, or 3 hours of a day not closed.
-WORD_SPAN_KINDS: Final = ("day", "hours")
+# services/janitor/word_counts.py: a closed day whole, or an hour of a day not closed.
+WORD_SPAN_KINDS: Final = ("day", "hour")
 WORD_SPANS: Final = Counter(
     "janitor_word_spans",
     "Spans of a tenant's past hours whose words were counted (shared/word_counts.py): a "
-    "closed day (day) or 3 hours of a day not closed (hours).",
+    "closed day (day) or an hour of a day not closed (hour).",
     ["span"],
     namespace=NAMESPACE,
     registry=REGISTRY,

@@ -3,9 +3,10 @@
 Each janitor run counts the spans that need it, for up to COUNT_SECONDS, oldest first:
 
 - each closed day (LATE_ENTRY_GRACE after its end, its rollups compacted into
-  log_counts_daily), per tenant, whole: it replaces the day's 3-hour spans;
-- before that, each 3 hours of a day (shared/open_day_search.py's STEP, the bounds of
-  today's search index), from BLOCK_AFTER past their end (their hourly rollups complete);
+  log_counts_daily), per tenant, whole: it replaces the day's hour spans;
+- before that, each hour of a day, from HOUR_AFTER past its end (its hourly rollups
+  complete): a count over days then reads rows for at most the window's newest hour
+  and HOUR_AFTER, and each hour is read once (the day once more when it closes);
 
 when a span has no counts yet, or the rollups' count of its entries has changed since (a
 late entry, a deletion), but not again within RECOUNT_AFTER of its last count (a trickle
@@ -34,7 +35,6 @@ import psycopg
 from services.janitor import metrics
 from services.janitor.closed_partitions import LATE_ENTRY_GRACE
 from shared.compaction import read_watermark
-from shared.open_day_search import STEP
 from shared.rollups import DAY, HOUR, floor_to
 from shared.word_counts import (
     GRAM_BYTES,
@@ -48,8 +48,8 @@ log = logging.getLogger("janitor")
 
 # A run stops starting spans after this long; the next run goes on.
 COUNT_SECONDS = 120
-# 3 hours are counted this long after their end: a live stream's entries are in.
-BLOCK_AFTER = timedelta(minutes=5)
+# An hour is counted this long after its end: a live stream's entries are in.
+HOUR_AFTER = timedelta(minutes=5)
 # A span counted is not counted again, however its rollups change, for this long.
 RECOUNT_AFTER = timedelta(minutes=30)
 # At most this many words per span, the most frequent (bounds the cells held and
@@ -81,18 +81,16 @@ ORDER BY c.day, c.tenant_id
 LIMIT 1
 """
 
-# The oldest 3 hours of a tenant in [from, upto) to count. (A scan of the hourly cells:
+# The oldest hour of a tenant in [from, upto) to count. (A scan of the hourly cells:
 # their key leads with the tenant. Tens of milliseconds at 10M rows.)
-_BLOCK_TODO_SQL = f"""
-SELECT c.tenant_id, b.start, b.start + %(step)s
+_HOUR_TODO_SQL = f"""
+SELECT c.tenant_id, c.hour, c.hour + interval '1 hour'
 FROM log_counts_hourly c
-CROSS JOIN LATERAL (SELECT date_bin(%(step)s, c.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00')
-                    AS start) AS b
 WHERE c.hour >= %(from)s AND c.hour < %(upto)s
-GROUP BY c.tenant_id, b.start
+GROUP BY c.tenant_id, c.hour
 HAVING sum(c.count) > 0
-   AND NOT {_COUNTED.format(start="b.start", until="b.start + %(step)s")}
-ORDER BY b.start, c.tenant_id
+   AND NOT {_COUNTED.format(start="c.hour", until="c.hour + interval '1 hour'")}
+ORDER BY c.hour, c.tenant_id
 LIMIT 1
 """
 
@@ -167,7 +165,7 @@ def count_words(
         tenant_id, start, until = todo
         started = time.monotonic()
         words = count_span(conn, tenant_id, start, until, min_rows)
-        metrics.WORD_SPANS.labels("day" if until - start == DAY else "hours").inc()
+        metrics.WORD_SPANS.labels("day" if until - start == DAY else "hour").inc()
         log.info("counted %d words of tenant %s in [%s, %s) in %.1f s",
                  words, tenant_id, start, until, time.monotonic() - started)  # fmt: skip
         counted += 1
@@ -177,18 +175,17 @@ def count_words(
 def _next_span(
     conn: psycopg.Connection, now: datetime
 ) -> tuple[uuid.UUID, datetime, datetime] | None:
-    """The next span to count: a closed day first, then 3 hours of a day not closed."""
+    """The next span to count: a closed day first, then an hour of a day not closed."""
     watermark = read_watermark(conn)
     closed = min(now - LATE_ENTRY_GRACE, watermark)
     params = {
         "now": now,
         "closed": closed,
         "recount": RECOUNT_AFTER,
-        "step": STEP,
         "from": floor_to(closed, DAY),
-        "upto": floor_to(min(now - BLOCK_AFTER, floor_to(watermark, HOUR)), STEP),
+        "upto": floor_to(min(now - HOUR_AFTER, watermark), HOUR),
     }
-    for query in (_DAY_TODO_SQL, _BLOCK_TODO_SQL):
+    for query in (_DAY_TODO_SQL, _HOUR_TODO_SQL):
         row = conn.execute(query, params).fetchone()
         if row is not None:
             return row[0], row[1], row[2]
