@@ -493,11 +493,10 @@ async def raw_rows(
     term = counted_term(f, dims, bucket)
     if not (kept.enabled or term) or last - first < KEEP_FROM_HOURS * HOUR:
         return None
-    rows: list[tuple[Any, ...]] = []
     hours = [first + HOUR * i for i in range(int((last - first) / HOUR))]
+    rows: list[tuple[Any, ...]] = []
     if term is not None:  # past spans from their word counts, where they answer
-        counted, served = await word_rows(conn, tenant_id, f, term, dims, first, last)
-        rows.extend(counted)
+        rows, served = await word_rows(conn, tenant_id, f, term, dims, first, last)
         hours = [h for h in hours if not any(lo <= h < hi for lo, hi in served)]
     # Read before the rows: a row committed in between is then counted below but not in
     # the fingerprint kept with it, so the hour is counted again next time. The other

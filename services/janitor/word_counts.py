@@ -223,7 +223,8 @@ def count_span(
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         fetched = conn.execute(_ROWS_SQL, span).fetchone()
         rows = int(fetched[0]) if fetched else 0
-        words = _frequent_tokens(_column(conn, _MESSAGES_SQL, span, "word_tally"), min_rows)
+        messages = (row[0] for row in _rows(conn, _MESSAGES_SQL, span, "word_tally"))
+        words = _frequent_tokens(messages, min_rows)
         tally = _Tally(words)
         for service, level, ts, message in _rows(conn, _ENTRIES_SQL, span, "word_cells"):
             tally.add(service, level, ts, message)
@@ -249,13 +250,6 @@ def _rows(
         cur.itersize = _BATCH
         cur.execute(query, params)
         yield from cur
-
-
-def _column(
-    conn: psycopg.Connection, query: str, params: tuple[Any, ...], name: str
-) -> Iterator[Any]:
-    for row in _rows(conn, query, params, name):
-        yield row[0]
 
 
 def _frequent_tokens(messages: Iterator[str], min_rows: int) -> frozenset[bytes]:
