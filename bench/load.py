@@ -32,6 +32,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
 from services.janitor.closed_partitions import parent_index_ddl, settle_closed_partition
+from services.janitor.count_packing import pack_closed_minutes
 from services.janitor.open_day_search import index_open_day
 from services.janitor.word_counts import count_words
 from services.writer.store import _ROLLUP_SQL, COPY_TYPES, RollupCells
@@ -297,11 +298,25 @@ def build_search_indexes(settings: Settings, before: datetime) -> int:
 
 
 def count_past_words(settings: Settings) -> int:
-    """What the janitor does next: the words of closed days and of today's past 3-hour
-    spans counted per tenant (services/janitor/word_counts.py). After compaction: it
+    """What the janitor does next: the words of closed days and of today's past hours
+    counted per tenant (services/janitor/word_counts.py). After compaction: it
     counts spans whose rollups are compacted."""
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         return count_words(conn, seconds=float("inf"))
+
+
+def pack_minutes(settings: Settings) -> int:
+    """What the janitor does for closed days' minute cells: packed per hour
+    (services/janitor/count_packing.py); returns the cells moved. After compaction, like
+    the janitor. In production the space they leave in log_counts holds the next days'
+    cells; a load writes every day at once, so the table is rewritten to the size it
+    keeps: the days not packed yet."""
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        moved = pack_closed_minutes(conn)
+        if moved:
+            conn.execute("VACUUM (FULL, ANALYZE) log_counts")
+            conn.execute("VACUUM (ANALYZE) log_counts_packed")
+    return moved
 
 
 def _say(message: str, started: float) -> None:
@@ -320,6 +335,7 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
             # Closed days a later version settles differently are settled as the janitor would.
             build_search_indexes(settings, before=_day(datetime.now(UTC)))
             count_past_words(settings)
+            pack_minutes(settings)
             return found
     started = time.monotonic()
     end = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -340,6 +356,7 @@ def load(spec: LoadSpec, *, dbname: str, workers: int, fresh: bool = False) -> L
         compact(conn)
     spans = count_past_words(settings)
     _say(f"words counted in {spans} span(s) of a tenant's past hours", started)
+    _say(f"{pack_minutes(settings):,} minute cells of closed days packed", started)
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         # Visibility map set (index-only scans) and statistics current, as after autovacuum.
         conn.execute("VACUUM (ANALYZE) log_entries")

@@ -559,7 +559,13 @@ LEFT JOIN pg_class parent ON parent.oid = i.inhparent
 WHERE t.isleaf
 GROUP BY 1 ORDER BY 2 DESC
 """
-_ROLLUPS = ("log_counts", "log_counts_hourly", "log_counts_daily", "log_counts_by_level")
+_ROLLUPS = (
+    "log_counts",
+    "log_counts_packed",
+    "log_counts_hourly",
+    "log_counts_daily",
+    "log_counts_by_level",
+)
 _WORD_COUNTS = ("log_word_counts", "log_word_spans")  # shared/word_counts.py
 
 

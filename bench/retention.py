@@ -56,8 +56,14 @@ from shared.settings import Settings
 from tests.conftest import drop_keys
 
 ARCHIVE_PATH = "bench"
-ROLLUP_TABLES = ("log_counts", "log_counts_by_level", "log_counts_hourly", "log_counts_daily")
-_ROLLUP_TIME = {"log_counts_hourly": "hour", "log_counts_daily": "day"}
+ROLLUP_TABLES = (
+    "log_counts",
+    "log_counts_packed",
+    "log_counts_by_level",
+    "log_counts_hourly",
+    "log_counts_daily",
+)
+_ROLLUP_TIME = {"log_counts_packed": "hour", "log_counts_hourly": "hour", "log_counts_daily": "day"}
 TARGET_BYTES_PER_LOG = 100
 VICTORIALOGS_BYTES_PER_LOG = 90
 TARGET_INGEST_SHARE = 0.80
@@ -85,7 +91,7 @@ def choose(source: psycopg.Connection) -> Choice:
     are partial), from the rollups rather than a scan of 10M rows."""
     rows = source.execute(
         "SELECT tenant_id, (minute AT TIME ZONE 'UTC')::date AS day, sum(count)::bigint "
-        "FROM log_counts GROUP BY 1, 2 ORDER BY 3 DESC"
+        "FROM log_count_minutes GROUP BY 1, 2 ORDER BY 3 DESC"
     ).fetchall()
     tenant = rows[0][0]
     days = [(day, n) for t, day, n in rows if t == tenant][:2]
@@ -261,7 +267,7 @@ def live_bytes_per_row(conn: psycopg.Connection, table: str) -> tuple[float, int
 def whole_table_bytes_per_row(conn: psycopg.Connection) -> float:
     row = conn.execute(
         "SELECT sum(pg_total_relation_size(i.inhrelid)), "
-        "(SELECT sum(count) FROM log_counts) FROM pg_inherits i "
+        "(SELECT sum(count) FROM log_count_minutes) FROM pg_inherits i "
         "WHERE i.inhparent = 'log_entries'::regclass"
     ).fetchone()
     assert row is not None

@@ -56,7 +56,8 @@ class Source(enum.Enum):
 
     # Literal steps: inside this class body, MINUTE, HOUR and DAY name the members.
     RAW = ("tenant_log_entries", "timestamp", timedelta(0))
-    MINUTE = ("log_counts", "minute", timedelta(minutes=1))
+    # log_counts and the packed minutes of closed days (sql/0018_packed_minutes.sql).
+    MINUTE = ("log_count_minutes", "minute", timedelta(minutes=1))
     LEVEL_MINUTE = ("log_counts_by_level", "minute", timedelta(minutes=1))
     HOUR = ("log_counts_hourly", "hour", timedelta(hours=1))
     DAY = ("log_counts_daily", "day", timedelta(days=1))
@@ -65,6 +66,17 @@ class Source(enum.Enum):
         self.table = table
         self.column = column
         self.step = step
+
+
+def range_sql(source: Source, lo: datetime, hi: datetime) -> tuple[sql.Composable, list[Any]]:
+    """`source`'s cells in [lo, hi): the condition and its parameters. Minutes are
+    bounded by their hour too, which is how packed ones are found by their index."""
+    column = sql.Identifier(source.column)
+    clause: sql.Composable = sql.SQL("{} >= %s AND {} < %s").format(column, column)
+    if source is not Source.MINUTE:
+        return clause, [lo, hi]
+    clause = sql.SQL("{} AND hour >= %s AND hour < %s").format(clause)
+    return clause, [lo, hi, floor_to(lo, HOUR), hi]
 
 
 # The next finer table with every dimension, to locate an entry inside a coarse cell.
@@ -153,8 +165,9 @@ def _span_select(
         count = sql.SQL("count(*)")
     else:
         where = where_sql(tenant_id, replace(f, start=None, end=None))
-        clause = sql.SQL("{} AND {} >= %s AND {} < %s").format(where.clause, time_col, time_col)
-        where_params = [*where.params, span.start, span.end]
+        in_range, range_params = range_sql(span.source, span.start, span.end)
+        clause = sql.SQL("{} AND {}").format(where.clause, in_range)
+        where_params = [*where.params, *range_params]
         count = sql.SQL("sum(count)")
     bucket_expr, bucket_params = _bucket(time_col, bucket)
     columns = [sql.SQL("{} AS bucket").format(bucket_expr), *(sql.Identifier(d) for d in dims)]
@@ -241,21 +254,14 @@ def cells_statement(
             selects.append(sql.SQL("SELECT {} FROM ({}) AS raw").format(columns, grouped.query))
             params += grouped.params
             continue
-        time_col = sql.Identifier(span.source.column)
-        bucket_expr, bucket_params = _bucket(time_col, bucket)
+        bucket_expr, bucket_params = _bucket(sql.Identifier(span.source.column), bucket)
+        in_range, range_params = range_sql(span.source, span.start, span.end)
         selects.append(
-            sql.SQL(
-                "SELECT {} AS bucket, {} count AS n FROM {} WHERE {} AND {} >= %s AND {} < %s"
-            ).format(
-                bucket_expr,
-                dim_columns,
-                sql.Identifier(span.source.table),
-                where.clause,
-                time_col,
-                time_col,
+            sql.SQL("SELECT {} AS bucket, {} count AS n FROM {} WHERE {} AND {}").format(
+                bucket_expr, dim_columns, sql.Identifier(span.source.table), where.clause, in_range
             )
         )
-        params += [*bucket_params, *where.params, span.start, span.end]
+        params += [*bucket_params, *where.params, *range_params]
     statement = sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(s) for s in selects)
     return Statement(statement, params)
 
@@ -616,12 +622,16 @@ async def narrow(
     where = where_sql(tenant_id, replace(f, start=None, end=None))
     while step > MINUTE:
         finer = _FINER[step]
-        column = sql.Identifier(finer.column)
+        in_range, range_params = range_sql(finer, floor_to(lo, finer.step), hi)
         cur = await conn.execute(
-            sql.SQL("SELECT {}({}) FROM {} WHERE {} AND {} >= %s AND {} < %s").format(
-                agg, column, sql.Identifier(finer.table), where.clause, column, column
+            sql.SQL("SELECT {}({}) FROM {} WHERE {} AND {}").format(
+                agg,
+                sql.Identifier(finer.column),
+                sql.Identifier(finer.table),
+                where.clause,
+                in_range,
             ),
-            [*where.params, floor_to(lo, finer.step), hi],
+            [*where.params, *range_params],
             prepare=False,
         )
         row = await cur.fetchone()

@@ -485,8 +485,9 @@ COMPACTED_ONLY = {"log_counts_hourly", "log_counts_daily"}
 
 
 def rollups_disagree(db) -> list[str]:
-    """Each coarser rollup table, compared cell by cell with log_counts summed the same
-    way (sql/0007_rollup_compaction.sql says which minutes each table holds)."""
+    """Each coarser rollup table, compared cell by cell with the minutes (log_counts' and
+    the packed ones) summed the same way (sql/0007_rollup_compaction.sql says which
+    minutes each table holds)."""
     problems = []
     for table, keys in ROLLUP_CHECKS.items():
         minutes = (
@@ -497,7 +498,7 @@ def rollups_disagree(db) -> list[str]:
         expected = set(
             db.execute(
                 f"SELECT tenant_id, {keys}, sum(count)::bigint, sum(bytes)::bigint "
-                f"FROM log_counts {minutes} GROUP BY tenant_id, {keys}"
+                f"FROM log_count_minutes {minutes} GROUP BY tenant_id, {keys}"
             ).fetchall()
         )
         kept = set(db.execute(f"SELECT * FROM {table}").fetchall())

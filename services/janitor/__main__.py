@@ -4,7 +4,8 @@ At start it applies the migrations (as every process does). Each run (every
 JANITOR_INTERVAL) creates partitions ahead, forgets inbox entries old enough that their
 stream messages can no longer be redelivered, prunes live-tail resume records past
 TAIL_RESUME_WINDOW, rewrites a closed day in tenant order with its search index,
-indexes today's past hours for search, and counts the words of past hours
+packs closed days' minute cells (services/janitor/count_packing.py), indexes today's
+past hours for search, and counts the words of past hours
 (services/janitor/word_counts.py).
 Every RETENTION_INTERVAL, under the same lock, a retention run applies the retention policies
 and size quotas (services/janitor/retention.py); within one janitor the two never run at
@@ -26,6 +27,7 @@ import psycopg
 
 from services.janitor import metrics, restore
 from services.janitor.closed_partitions import settle_closed_partition
+from services.janitor.count_packing import pack_closed_minutes
 from services.janitor.lock import janitor_lock
 from services.janitor.open_day_search import index_open_day
 from services.janitor.retention import retention_once
@@ -46,11 +48,12 @@ INBOX_KEEP_HOURS = 72
 
 
 class Rewrites:
-    """The connection rewriting a closed partition, indexing today's past hours or
-    counting past hours' words, for SIGTERM to cut short: each takes tens of seconds
-    per million rows, longer than a stop grace period. A rewrite cancelled is rolled
-    back whole (services/janitor/closed_partitions.py), as is a span's word count
-    (services/janitor/word_counts.py); an index build leaves an invalid index that
+    """The connection rewriting a closed partition, packing closed days' minutes,
+    indexing today's past hours or counting past hours' words, for SIGTERM to cut
+    short: each takes tens of seconds per million rows, longer than a stop grace period.
+    A rewrite cancelled is rolled back whole (services/janitor/closed_partitions.py), as
+    is a tenant-day's packing (services/janitor/count_packing.py) and a span's word
+    count (services/janitor/word_counts.py); an index build leaves an invalid index that
     the next run drops (services/janitor/open_day_search.py)."""
 
     def __init__(self) -> None:
@@ -59,13 +62,18 @@ class Rewrites:
         self._stopped = False
 
     def run(self, conn: psycopg.Connection) -> None:
-        """One closed partition settled, today's past hours indexed and past hours'
-        words counted on `conn`, unless stopped before or during them."""
+        """One closed partition settled, closed days' minutes packed, today's past hours
+        indexed and past hours' words counted on `conn`, unless stopped before or during
+        them."""
 
         def count_past_words(conn: psycopg.Connection) -> None:
             count_words(conn, keep_going=lambda: not self._stopped)
 
-        for step in (settle_closed_partition, index_open_day, count_past_words):
+        def pack_minutes(conn: psycopg.Connection) -> None:
+            pack_closed_minutes(conn, keep_going=lambda: not self._stopped)
+
+        steps = (settle_closed_partition, pack_minutes, index_open_day, count_past_words)
+        for step in steps:
             with self._lock:
                 if self._stopped:
                     return

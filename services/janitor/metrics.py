@@ -54,6 +54,13 @@ WORD_SPANS: Final = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+# services/janitor/count_packing.py
+PACKED_MINUTES: Final = Counter(
+    "janitor_packed_minutes",
+    "Minute cells of closed days moved from log_counts into log_counts_packed.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 # services/janitor/runs.py: Reason and Stage.
 REASONS: Final = ("retention", "tenant_quota", "global_quota", "partition")
 STAGES: Final = ("archive", "delete", "partition", "quota", "run")

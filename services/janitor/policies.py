@@ -19,17 +19,23 @@ FROM log_retention_policies
 
 # A loose index scan over log_counts' primary key (tenant_id first): one index probe per
 # tenant instead of reading every cell. Every stored row has its cell, written in the
-# same transaction (services/writer/store.py), so this finds every tenant with logs.
-_TENANTS_SQL = """
-WITH RECURSIVE t AS (
-    (SELECT tenant_id FROM log_counts ORDER BY tenant_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT c.tenant_id FROM log_counts c WHERE c.tenant_id > t.tenant_id
-            ORDER BY c.tenant_id LIMIT 1)
-    FROM t WHERE t.tenant_id IS NOT NULL
-)
-SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+# same transaction (services/writer/store.py), so this finds every tenant with logs;
+# closed days' cells may be packed (services/janitor/count_packing.py): the same scan
+# over log_counts_packed finds their tenants.
+_LOOSE_SCAN = """
+    WITH RECURSIVE t AS (
+        (SELECT tenant_id FROM {table} ORDER BY tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT c.tenant_id FROM {table} c WHERE c.tenant_id > t.tenant_id
+                ORDER BY c.tenant_id LIMIT 1)
+        FROM t WHERE t.tenant_id IS NOT NULL
+    )
+    SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
 """
+_TENANTS_SQL = (
+    f"({_LOOSE_SCAN.format(table='log_counts')}) UNION "
+    f"({_LOOSE_SCAN.format(table='log_counts_packed')}) ORDER BY 1"
+)
 
 
 @dataclass(frozen=True, slots=True)

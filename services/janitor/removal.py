@@ -8,7 +8,10 @@ scan). In the same
 transaction go the tenant's log_counts minutes that the batch emptied, so that stats and
 storage never count rows already gone for more than the minute a batch ends in. The
 DELETE trigger on log_counts (sql/0007_rollup_compaction.sql) takes those minutes out of
-log_counts_by_level, log_counts_hourly and log_counts_daily.
+log_counts_by_level, log_counts_hourly and log_counts_daily. Minutes of closed days are
+packed per hour (sql/0018_packed_minutes.sql): a packed hour goes, through its own
+trigger, with the batch that empties the whole hour, so stats may count a removal's rows
+for up to the hour a batch ends in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from psycopg import sql
 from services.janitor import failpoint
 from services.janitor.pacing import UNPACED, Pace
 from services.janitor.partitions import partition_holding
+from shared.rollups import HOUR, floor_to
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,20 @@ WITH gone AS (
         WHERE tenant_id = %(tenant)s AND minute >= %(lo)s AND minute < %(hi)s
         LIMIT %(batch)s))
     RETURNING bytes
+)
+SELECT count(*), coalesce(sum(bytes), 0) FROM gone
+"""
+# Packed hours wholly before `hi`, from the hour holding `lo` (callers have removed the
+# rows before `lo` already): a row per tenant, hour, service, level and environment.
+_PACKED_SQL = """
+WITH gone AS (
+    DELETE FROM log_counts_packed
+    WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM log_counts_packed
+        WHERE tenant_id = %(tenant)s AND hour >= %(lo_hour)s
+          AND hour <= %(hi)s - interval '1 hour'
+        LIMIT %(batch)s))
+    RETURNING (SELECT sum(b) FROM unnest(bytes) AS b) AS bytes
 )
 SELECT count(*), coalesce(sum(bytes), 0) FROM gone
 """
@@ -171,16 +189,23 @@ def delete_counts(
     hi: datetime,
     batch: int | None = None,
 ) -> int:
-    """Delete the tenant's log_counts minutes in [lo, hi); returns their bytes. Without
-    `batch`, one statement (in the caller's transaction, for ranges a row batch emptied);
-    with it, statements of at most `batch` cells, each committed on its own (`conn` in
-    autocommit mode)."""
-    params: dict[str, object] = {"tenant": tenant_id, "lo": lo, "hi": hi, "batch": batch}
+    """Delete the tenant's log_counts minutes in [lo, hi), and its packed hours that end
+    by `hi`; returns their bytes. Without `batch`, one statement each (in the caller's
+    transaction, for ranges a row batch emptied); with it, statements of at most `batch`
+    cells or packed hours, each committed on its own (`conn` in autocommit mode)."""
+    params = {"tenant": tenant_id, "lo": lo, "lo_hour": floor_to(lo, HOUR), "hi": hi}
+    minutes = _COUNTS_SQL if batch is None else _COUNTS_BATCH_SQL
+    return _delete_all(conn, minutes, params, batch) + _delete_all(conn, _PACKED_SQL, params, batch)
+
+
+def _delete_all(
+    conn: psycopg.Connection, statement: str, params: dict[str, object], batch: int | None
+) -> int:
+    """`statement` run until it deletes fewer than `batch` (once without: LIMIT NULL is
+    no limit); the bytes it reports."""
     size = 0
     while True:
-        row = conn.execute(
-            _COUNTS_SQL if batch is None else _COUNTS_BATCH_SQL, params, prepare=False
-        ).fetchone()
+        row = conn.execute(statement, {**params, "batch": batch}, prepare=False).fetchone()
         assert row is not None
         size += int(row[1])
         if batch is None or int(row[0]) < batch:

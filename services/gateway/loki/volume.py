@@ -184,20 +184,18 @@ async def _bytes_rows(
             bucket = sql.SQL("date_bin(%s::interval, {}, {})").format(time_col, _EPOCH)
             params.append(step)
         extra = sql.SQL(" AND environment <> ''") if need_environment else sql.SQL("")
+        in_range, range_params = rollups.range_sql(span.source, span.start, span.end)
         parts.append(
-            sql.SQL(
-                "SELECT {} AS bucket, {} bytes FROM {} WHERE {} AND {} >= %s AND {} < %s{}"
-            ).format(
+            sql.SQL("SELECT {} AS bucket, {} bytes FROM {} WHERE {} AND {}{}").format(
                 bucket,
                 sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(c)) for c in columns),
                 sql.Identifier(span.source.table),
                 where.clause,
-                time_col,
-                time_col,
+                in_range,
                 extra,
             )
         )
-        params += [*where.params, span.start, span.end]
+        params += [*where.params, *range_params]
     if not parts:
         return []
     keys = sql.SQL(", ").join([sql.Identifier("bucket"), *(sql.Identifier(c) for c in columns)])

@@ -1,0 +1,182 @@
+"""Closed days' minute cells packed per hour (services/janitor/count_packing.py): every
+count answers as before, from the packed minutes; a late entry and a removal keep them
+exact, and the coarser rollups never change by a move."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from services.janitor.count_packing import pack_closed_minutes
+from services.janitor.policies import tenants_with_logs
+from services.janitor.removal import delete_tenant_day
+from shared.compaction import compact
+from shared.filters import LogFilter
+from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
+from tests.test_kept_hours import FRESH, stats
+from tests.test_stats import (
+    Dataset,
+    check_stats,
+    ingest_dataset,
+    iso,
+    post_aggregate,
+    query_dict,
+    rollups_disagree,
+    windows,
+)
+
+MINUTE = timedelta(minutes=1)
+
+
+def packed(conninfo: str) -> int:
+    """The janitor's packing, the rollups compacted first (days close at the watermark)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        compact(conn)
+        return pack_closed_minutes(conn)
+
+
+def filters(data: Dataset) -> list[LogFilter]:
+    """Windows ending off the hour and the minute (minute cells at both ends), whole and
+    narrowed to what only the minutes of log_counts can count."""
+    found = []
+    for start, end in windows(data):
+        for terms in ({}, {"service_name": "payment"}, {"environment": "production"},
+                      {"service_name": "api", "min_level": "WARN"}):  # fmt: skip
+            found.append(LogFilter(start_time=iso(start), end_time=iso(end), **terms))
+    return found
+
+
+async def answers(client, data: Dataset) -> list[Any]:
+    """Every count the API gives of the dataset: stats of both tenants, 1-minute and
+    1-hour histograms by service, the services list."""
+    got: list[Any] = []
+    for f in filters(data):
+        for tenant in (TENANT, OTHER_TENANT):
+            body = await stats(client, f, tenant)
+            check_stats(body, data.expected(tenant, f))
+            got.append(body)
+        for interval in ("1m", "1h"):
+            response = await post_aggregate(
+                client, {**query_dict(f), "interval": interval, "group_by": "service"}
+            )
+            assert response.status_code == 200, response.text
+            got.append(response.json()["buckets"])
+    response = await client.get("/api/v1/logs/services", headers={**tenant_headers(), **FRESH})
+    assert response.status_code == 200, response.text
+    got.append(response.json()["services"])  # its window ends now
+    return got
+
+
+def cells(db: psycopg.Connection, table: str) -> int:
+    row = db.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_packed_minutes_answer_every_count_as_before(client, writer, settings, db) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=600)
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        compact(conn)
+    before = await answers(client, data)
+    minutes = cells(db, "log_counts")
+    coarser = db.execute("SELECT * FROM log_counts_hourly ORDER BY 1, 2, 3, 4, 5").fetchall()
+
+    assert packed(settings.postgres_conninfo()) == minutes
+    assert cells(db, "log_counts") == 0
+    assert db.execute(
+        "SELECT sum(cardinality(minutes)), count(DISTINCT tenant_id) FROM log_counts_packed"
+    ).fetchone() == (minutes, 2)
+    assert await answers(client, data) == before
+    assert db.execute("SELECT * FROM log_counts_hourly ORDER BY 1, 2, 3, 4, 5").fetchall() == (
+        coarser
+    )
+    assert rollups_disagree(db) == []
+    # Retention still finds both tenants, though log_counts holds none of their cells.
+    with psycopg.connect(settings.postgres_conninfo()) as conn:
+        assert set(tenants_with_logs(conn)) == {TENANT, OTHER_TENANT}
+    assert packed(settings.postgres_conninfo()) == 0  # nothing left to pack
+
+
+async def test_a_late_entry_of_a_packed_day_is_counted_and_packed_on_its_own(
+    client, writer, settings, db
+) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=300)
+    packed(settings.postgres_conninfo())
+    # Into a minute already packed, with the service, level and environment of an entry
+    # there: the same key gets a log_counts cell again.
+    first = min(data.entries[TENANT], key=lambda e: e["timestamp"])
+    late = {
+        "service_name": first["service_name"],
+        "level": "INFO",
+        "environment": first.get("environment") or "production",
+        "message": "late",
+        "timestamp": iso(first["timestamp"].replace(second=59)),
+    }
+    response = await client.post(
+        "/api/v1/logs/batch", json={"entries": [late]}, headers=tenant_headers()
+    )
+    assert response.status_code == 202, response.text
+    await writer.drain()
+    data.entries[TENANT].append({**late, "level": 2, "timestamp": datetime.fromisoformat(
+        late["timestamp"])})  # fmt: skip
+    assert cells(db, "log_counts") == 1
+    counted = await answers(client, data)  # each checked against the entries
+    assert packed(settings.postgres_conninfo()) == 1
+    assert cells(db, "log_counts") == 0
+    assert await answers(client, data) == counted
+    assert rollups_disagree(db) == []
+
+
+async def test_removing_a_packed_tenant_day_takes_its_counts_out(
+    client, writer, settings, db
+) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=300)
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        compact(conn)
+    sizes = dict(db.execute("SELECT tenant_id, sum(bytes) FROM log_counts GROUP BY 1").fetchall())
+    packed(settings.postgres_conninfo())
+    removed = 0
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        for day in sorted({e["timestamp"].date() for e in data.entries[TENANT]}):
+            # Small batches: hours emptied by one batch while the next is still counted.
+            deleted = delete_tenant_day(conn, TENANT, day, batch=37)
+            assert deleted.complete
+            removed += deleted.bytes
+    assert removed == sizes[TENANT]
+    everything = windows(data)[0]
+    f = LogFilter(start_time=iso(everything[0]), end_time=iso(everything[1]))
+    check_stats(await stats(client, f, TENANT), [])
+    check_stats(await stats(client, f, OTHER_TENANT), data.expected(OTHER_TENANT, f))
+    assert db.execute(
+        "SELECT count(*) FROM log_counts_packed WHERE tenant_id = %s", (TENANT,)
+    ).fetchone() == (0,)
+    for table in ("log_counts_hourly", "log_counts_daily", "log_counts_by_level"):
+        assert db.execute(
+            f"SELECT count(*) FROM {table} WHERE tenant_id = %s", (TENANT,)
+        ).fetchone() == (0,)
+    assert rollups_disagree(db) == []
+
+
+def test_only_closed_days_are_packed(settings, db) -> None:
+    """Cells of today, and of a day whose minutes are not compacted, stay in log_counts
+    (the writer's upserts keep updating them)."""
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    yesterday = now - timedelta(days=1)
+    tenant = uuid.uuid4()
+    for minute in (yesterday, now - MINUTE):
+        db.execute(
+            "INSERT INTO log_counts (tenant_id, minute, service_name, level, count, bytes) "
+            "VALUES (%s, %s, 'api', 2, 1, 10)",
+            (tenant, minute),
+        )
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        conn.execute("UPDATE rollup_watermark SET compacted_until = %s", (yesterday,))
+        assert pack_closed_minutes(conn, now=now) == 0  # yesterday's minutes not compacted
+        conn.execute("UPDATE rollup_watermark SET compacted_until = %s", (now,))
+        assert pack_closed_minutes(conn, now=now) == 1
+    assert db.execute(
+        "SELECT minute FROM log_counts WHERE tenant_id = %s", (tenant,)
+    ).fetchall() == [(now - MINUTE,)]
