@@ -33,17 +33,23 @@ SELECT enable_tenant_rls('log_counts_packed');
 
 -- Every minute cell, stored alone or packed. `hour` is the hour holding the minute: a
 -- reader bounds it as well as `minute`, which is what finds packed rows by their index
--- (the minute of a packed cell is computed, so a bound on it filters only). With
+-- (the minute of a packed cell is computed, so a bound on it filters only). The arrays
+-- are unnested in the select list, in step: a set-returning function in FROM kept each
+-- row's cells in a tuplestore first, twice the time (a service's day of minutes, the
+-- busiest tenant at 10M rows: 10-15 ms, 4-7 ms this way, 4-6 as a row per cell). With
 -- security_invoker, each table's row-level security applies to the caller.
 CREATE OR REPLACE VIEW log_count_minutes WITH (security_invoker = true) AS
 SELECT tenant_id, minute, date_trunc('hour', minute, 'UTC') AS hour, service_name, level,
        environment, count, bytes
 FROM log_counts
 UNION ALL
-SELECT p.tenant_id, p.hour + m.minute * interval '1 minute', p.hour, p.service_name,
-       p.level, p.environment, m.count::bigint, m.bytes
-FROM log_counts_packed p
-CROSS JOIN LATERAL unnest(p.minutes, p.counts, p.bytes) AS m(minute, count, bytes);
+SELECT tenant_id, hour + past * interval '1 minute', hour, service_name, level,
+       environment, count, bytes
+FROM (
+    SELECT tenant_id, hour, service_name, level, environment, unnest(minutes) AS past,
+           unnest(counts)::bigint AS count, unnest(bytes) AS bytes
+    FROM log_counts_packed
+) AS cells;
 GRANT SELECT ON log_count_minutes TO log_reader;
 
 -- Moving cells into log_counts_packed deletes them from log_counts without changing any
