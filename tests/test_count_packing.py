@@ -4,18 +4,23 @@ exact, and the coarser rollups never change by a move."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
-from services.janitor.count_packing import pack_closed_minutes
+from services.janitor.count_packing import pack_closed_minutes, pack_tenant_minutes
 from services.janitor.policies import tenants_with_logs
 from services.janitor.removal import delete_tenant_day
+from services.writer.store import _ROLLUP_SQL
 from shared.compaction import compact
 from shared.filters import LogFilter
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
+from tests.polling import wait_until
 from tests.test_kept_hours import FRESH, stats
 from tests.test_stats import (
     Dataset,
@@ -29,6 +34,7 @@ from tests.test_stats import (
 )
 
 MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
 
 
 def packed(conninfo: str) -> int:
@@ -180,3 +186,53 @@ def test_only_closed_days_are_packed(settings, db) -> None:
     assert db.execute(
         "SELECT minute FROM log_counts WHERE tenant_id = %s", (tenant,)
     ).fetchall() == [(now - MINUTE,)]
+
+
+@pytest.mark.parametrize("first", ["writer", "move"])
+async def test_a_cell_written_while_its_day_is_moved_is_counted_once(settings, db, first) -> None:
+    """The writer's upsert of a cell (its statement, late path) and the move of the cell's
+    day, each waiting for the other's transaction: either way every entry counts once."""
+    now = datetime.now(UTC)
+    minute = now.replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    tenant = uuid.uuid4()
+    cell = json.dumps([[str(tenant), int(minute.timestamp()), "api", 2, "", 1, 10]])
+    db.execute("UPDATE rollup_watermark SET compacted_until = %s", (now - MINUTE,))
+    db.execute(_ROLLUP_SQL, (cell,))  # an entry stored before
+    day = minute.replace(hour=0)
+
+    def waiting() -> bool:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
+        return row is not None and row[0] == 1
+
+    with (
+        psycopg.connect(settings.postgres_conninfo()) as holder,
+        psycopg.connect(settings.postgres_conninfo(), autocommit=True) as other,
+    ):
+        if first == "writer":
+            holder.execute(_ROLLUP_SQL, (cell,))
+            blocked = asyncio.to_thread(pack_tenant_minutes, other, tenant, day, day + DAY)
+        else:
+            holder.execute("SET LOCAL minisource.moving_minutes = 'on'")
+            pack_tenant_minutes(holder, tenant, day, day + DAY)  # a savepoint: still open
+            blocked = asyncio.to_thread(other.execute, _ROLLUP_SQL, (cell,))
+        waited = asyncio.ensure_future(blocked)
+        await wait_until(waiting, within=30, what=f"the other waiting for the {first}")
+        holder.commit()
+        await waited
+    total = db.execute(
+        "SELECT sum(count) FROM log_count_minutes WHERE tenant_id = %s", (tenant,)
+    ).fetchone()
+    assert total == (2,)
+    assert db.execute(
+        "SELECT count FROM log_counts_hourly WHERE tenant_id = %s", (tenant,)
+    ).fetchone() == (2,)
+    assert rollups_disagree(db) == []
+    # Whoever came second: the move packed both, or the writer's cell waits for the next.
+    assert pack_closed_minutes(db, now=now) == (1 if first == "move" else 0)
+    assert db.execute(
+        "SELECT sum(c) FROM log_counts_packed, unnest(counts) AS c WHERE tenant_id = %s",
+        (tenant,),
+    ).fetchone() == (2,)
