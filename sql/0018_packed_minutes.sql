@@ -1,10 +1,10 @@
 -- Minute cells of closed days packed per hour: one row per tenant, hour, service, level
 -- and environment, its minutes as arrays (services/janitor/count_packing.py moves them
--- out of log_counts; README, "Storage").
+-- out of log_counts; README, "Packed minutes").
 --
 -- Why: at realistic cardinality most minute cells of log_counts hold one or two entries,
 -- so a row per cell (~95 bytes at the fillfactor of 50 that keeps the writer's upserts
--- HOT, plus two indexes) cost 143 bytes per stored log at 10M rows, a quarter of
+-- HOT, plus two indexes) cost 143 bytes per stored log at 10M rows, a fifth of
 -- everything. A closed day's cells no longer change but by late entries, so they need
 -- neither the room for updates nor a row each: packed, an hour of one service, level
 -- and environment costs its key once and ~14 bytes per minute.
@@ -54,7 +54,8 @@ GRANT SELECT ON log_count_minutes TO log_reader;
 
 -- Moving cells into log_counts_packed deletes them from log_counts without changing any
 -- count: the move sets minisource.moving_minutes for its transaction, and the DELETE
--- trigger (0007, unchanged but for this test) then leaves the coarser tables alone.
+-- trigger of 0007 then leaves the coarser tables alone. Otherwise it does what it did,
+-- its body now in subtract_minutes_from_rollups (below), shared with the packed table's.
 CREATE OR REPLACE FUNCTION log_counts_rollup_delta() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE

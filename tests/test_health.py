@@ -21,11 +21,12 @@ DRAIN_SECONDS = 3.0
 
 
 async def _status(http: httpx.AsyncClient, gateway: Service, path: str) -> int | None:
-    """The status of GET `path`, None when nothing accepts the connection."""
+    """The status of GET `path`, None when nothing accepts the connection (or, as the
+    drain ends, the kept-alive connection the client reused is closed under it)."""
     assert gateway.running(), gateway.output()[-3000:]
     try:
         return (await http.get(path)).status_code
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
         return None
 
 

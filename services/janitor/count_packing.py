@@ -82,17 +82,21 @@ def pack_closed_minutes(
     `keep_going()`; returns the cells moved. `conn` must be in autocommit mode."""
     now = now or datetime.now(UTC)
     closed = floor_to(min(now - LATE_ENTRY_GRACE, read_watermark(conn)), DAY)
-    moved = 0
-    while todo := conn.execute(_OLDEST_SQL, {"closed": closed}).fetchall():
+    moved = days = 0
+    while keep_going() and (todo := conn.execute(_OLDEST_SQL, {"closed": closed}).fetchall()):
         for tenant_id, oldest in todo:
             if not keep_going():
-                return moved
+                break
             day = floor_to(oldest, DAY)
             cells = pack_tenant_minutes(conn, tenant_id, day, min(day + DAY, closed))
             metrics.PACKED_MINUTES.inc(cells)
-            log.info("packed %d minute cells of tenant %s dated %s", cells, tenant_id,
-                     day.date())  # fmt: skip
+            log.debug("packed %d minute cells of tenant %s dated %s", cells, tenant_id,
+                      day.date())  # fmt: skip
             moved += cells
+            days += 1
+    if moved:
+        # One line a run: late entries would otherwise log a tenant-day every run.
+        log.info("packed %d minute cells of %d tenant-day(s)", moved, days)
     return moved
 
 
