@@ -70,12 +70,13 @@ class Source(enum.Enum):
 
 def range_sql(source: Source, lo: datetime, hi: datetime) -> tuple[sql.Composable, list[Any]]:
     """`source`'s cells in [lo, hi): the condition and its parameters. Minutes are
-    bounded by their hour too, which is how packed ones are found by their index."""
+    bounded by the time they are stored under too (a packed one's hour), which is how
+    packed ones are found by their index (sql/0018_packed_minutes.sql)."""
     column = sql.Identifier(source.column)
     clause: sql.Composable = sql.SQL("{} >= %s AND {} < %s").format(column, column)
     if source is not Source.MINUTE:
         return clause, [lo, hi]
-    clause = sql.SQL("{} AND hour >= %s AND hour < %s").format(clause)
+    clause = sql.SQL("{} AND stored_at >= %s AND stored_at < %s").format(clause)
     return clause, [lo, hi, floor_to(lo, HOUR), hi]
 
 

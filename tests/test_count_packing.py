@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +18,10 @@ from services.janitor.count_packing import pack_closed_minutes, pack_tenant_minu
 from services.janitor.policies import tenants_with_logs
 from services.janitor.removal import delete_tenant_day
 from services.writer.store import _ROLLUP_SQL
+from shared import rollups
 from shared.compaction import compact
-from shared.filters import LogFilter
+from shared.db import tenant_scope
+from shared.filters import LogFilter, compile_filter
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
 from tests.polling import wait_until
 from tests.test_kept_hours import FRESH, stats
@@ -236,3 +239,27 @@ async def test_a_cell_written_while_its_day_is_moved_is_counted_once(settings, d
         "SELECT sum(c) FROM log_counts_packed, unnest(counts) AS c WHERE tenant_id = %s",
         (tenant,),
     ).fetchone() == (2,)
+
+
+async def test_a_minute_span_finds_packed_hours_by_their_index(
+    client, writer, settings, pool
+) -> None:
+    """The bound on the time a cell is stored under reaches log_counts_packed's index
+    (tenant, hour, …): a count of a few minutes reads those hours' rows, not the
+    tenant's every packed row. Sequential scans are turned off, so that the plan shows
+    whether the index can be searched by hour at all (on these few rows a scan wins)."""
+    data = await ingest_dataset(client, writer, per_tenant=300)
+    packed(settings.postgres_conninfo())
+    lo = data.start.replace(second=0, microsecond=0) + 5 * MINUTE
+    f = compile_filter(LogFilter(start_time=iso(lo), end_time=iso(lo + 7 * MINUTE),
+                                 service_name="api"))  # fmt: skip
+    span = rollups.Span(rollups.Source.MINUTE, lo, lo + 7 * MINUTE)
+    statement = rollups.spans_statement(TENANT, f, [span], ("level",), None)
+    async with tenant_scope(pool, TENANT) as conn:
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        cur = await conn.execute(
+            b"EXPLAIN " + statement.query.as_bytes(conn), statement.params, prepare=False
+        )
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    packed_scan = plan[plan.index("log_counts_packed_tenant_hour") :]
+    assert re.search(r"Index Cond: .*hour >= .*hour < ", packed_scan), plan
