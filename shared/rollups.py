@@ -69,15 +69,27 @@ class Source(enum.Enum):
 
 
 def range_sql(source: Source, lo: datetime, hi: datetime) -> tuple[sql.Composable, list[Any]]:
-    """`source`'s cells in [lo, hi): the condition and its parameters. Minutes are
-    bounded by the time they are stored under too (a packed one's hour), which is how
-    packed ones are found by their index (sql/0018_packed_minutes.sql)."""
+    """`source`'s cells in [lo, hi): the condition and its parameters.
+
+    Minutes are bounded by the time they are stored under (a packed one's hour, from the
+    hour holding `lo`), which is how packed ones are found by their index
+    (sql/0018_packed_minutes.sql); `minute` itself only where a bound cuts an hour. A
+    packed cell's minute is computed, so the planner guesses what a bound on it keeps:
+    a third for one, 0.5 % for two, where an edge hour keeps all of its 9,349 cells of
+    the busiest tenant at 10M rows (sorted to be grouped, +8 ms, on that guess)."""
     column = sql.Identifier(source.column)
-    clause: sql.Composable = sql.SQL("{} >= %s AND {} < %s").format(column, column)
     if source is not Source.MINUTE:
-        return clause, [lo, hi]
-    clause = sql.SQL("{} AND stored_at >= %s AND stored_at < %s").format(clause)
-    return clause, [lo, hi, floor_to(lo, HOUR), hi]
+        return sql.SQL("{} >= %s AND {} < %s").format(column, column), [lo, hi]
+    first_hour = floor_to(lo, HOUR)
+    clauses: list[sql.Composable] = [sql.SQL("stored_at >= %s AND stored_at < %s")]
+    params: list[Any] = [first_hour, hi]
+    if lo != first_hour:
+        clauses.append(sql.SQL("{} >= %s").format(column))
+        params.append(lo)
+    if hi != floor_to(hi, HOUR):
+        clauses.append(sql.SQL("{} < %s").format(column))
+        params.append(hi)
+    return sql.SQL(" AND ").join(clauses), params
 
 
 # The next finer table with every dimension, to locate an entry inside a coarse cell.

@@ -32,10 +32,11 @@ CREATE INDEX IF NOT EXISTS log_counts_packed_tenant_hour
 SELECT enable_tenant_rls('log_counts_packed');
 
 -- Every minute cell, stored alone or packed. `stored_at` is the time a cell is stored
--- under: its minute in log_counts, its hour when packed. A reader bounds it as well as
--- `minute` (from the hour holding the window's start), which is what finds packed rows
--- by their index: the minute of a packed cell is computed, so a bound on it filters
--- only. In log_counts the two bounds are on one column, which the planner merges (with
+-- under: its minute in log_counts, its hour when packed. A reader bounds it (from the
+-- hour holding the window's start), and `minute` where a bound cuts an hour
+-- (shared/rollups.py, range_sql): that is what finds packed rows by their index, as
+-- the minute of a packed cell is computed, so a bound on it filters only. In
+-- log_counts the two bounds are on one column, which the planner merges (with
 -- date_trunc('hour', minute) there it guessed 35 cells of a range holding 7,479 and
 -- sorted them). The arrays are unnested in the select list, in step: a set-returning
 -- function in FROM kept each row's cells in a tuplestore first, twice the time (a
