@@ -25,6 +25,7 @@ from shared.filters import LogFilter, compile_filter
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
 from tests.polling import wait_until
 from tests.test_kept_hours import FRESH, stats
+from tests.test_loki_query import loki, ns
 from tests.test_stats import (
     Dataset,
     check_stats,
@@ -76,6 +77,13 @@ async def answers(client, data: Dataset) -> list[Any]:
     response = await client.get("/api/v1/logs/services", headers={**tenant_headers(), **FRESH})
     assert response.status_code == 200, response.text
     got.append(response.json()["services"])  # its window ends now
+    # Grafana's: bytes per service, and a service's entries per minute (Loki's API).
+    start, end = windows(data)[1]
+    window = {"start": ns(start), "end": ns(end)}
+    got.append(await loki(client, "/index/volume", query='{service_name=~".+"}', **window))
+    service = data.entries[TENANT][0]["service_name"]
+    logql = f'sum by (level) (count_over_time({{service_name="{service}"}} [1m]))'
+    got.append(await loki(client, "/query_range", query=logql, step="60000ms", **window))
     return got
 
 
