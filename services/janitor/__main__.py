@@ -52,7 +52,7 @@ class Rewrites:
     indexing today's past hours or counting past hours' words, for SIGTERM to cut
     short: each takes tens of seconds per million rows, longer than a stop grace period.
     A rewrite cancelled is rolled back whole (services/janitor/closed_partitions.py), as
-    is a tenant-day's packing (services/janitor/count_packing.py) and a span's word
+    is a tenant-hour's packing (services/janitor/count_packing.py) and a span's word
     count (services/janitor/word_counts.py); an index build leaves an invalid index that
     the next run drops (services/janitor/open_day_search.py)."""
 
