@@ -17,11 +17,8 @@ SELECT tenant_id, retention_days, max_size_gb, archive_enabled, archive_path
 FROM log_retention_policies
 """
 
-# A loose index scan over log_counts' primary key (tenant_id first): one index probe per
-# tenant instead of reading every cell. Every stored row has its cell, written in the
-# same transaction (services/writer/store.py), so this finds every tenant with logs;
-# closed days' cells may be packed (services/janitor/count_packing.py): the same scan
-# over log_counts_packed finds their tenants.
+# A loose index scan over a table whose index leads with tenant_id (log_counts' primary
+# key): one index probe per tenant instead of reading every cell.
 _LOOSE_SCAN = """
     WITH RECURSIVE t AS (
         (SELECT tenant_id FROM {table} ORDER BY tenant_id LIMIT 1)
@@ -32,9 +29,18 @@ _LOOSE_SCAN = """
     )
     SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
 """
+
+
+def tenants_in_sql(table: str) -> str:
+    """A query of every tenant_id in `table` (a fixed name; its index leads with it)."""
+    return _LOOSE_SCAN.format(table=table)
+
+
+# Every stored row has its cell, written in the same transaction
+# (services/writer/store.py), so log_counts finds every tenant with logs; closed days'
+# cells may be packed (services/janitor/count_packing.py): log_counts_packed finds those.
 _TENANTS_SQL = (
-    f"({_LOOSE_SCAN.format(table='log_counts')}) UNION "
-    f"({_LOOSE_SCAN.format(table='log_counts_packed')}) ORDER BY 1"
+    f"({tenants_in_sql('log_counts')}) UNION ({tenants_in_sql('log_counts_packed')}) ORDER BY 1"
 )
 
 
