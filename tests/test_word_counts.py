@@ -5,7 +5,8 @@ or a deletion is never missed."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -112,9 +113,22 @@ async def served_spans(
 
 
 async def served_days(pool: AsyncConnectionPool, tenant: uuid.UUID, f: LogFilter) -> int:
+    return len(await served_dates(pool, tenant, f))
+
+
+async def served_dates(pool: AsyncConnectionPool, tenant: uuid.UUID, f: LogFilter) -> set[date]:
     spans = await served_spans(pool, tenant, f)
     assert all(until - start == DAY for start, until in spans)
-    return len(spans)
+    return {start.date() for start, _ in spans}
+
+
+def busy_days(data: Dataset) -> set[date]:
+    """The dataset's days holding at least MIN_ROWS of TENANT's entries: a day holds a
+    few seconds of them when the clock is just past midnight (ingest_dataset ends its
+    range on the hour), too few to have words, and whether such a day can answer from
+    its other tokens depends on the few messages it holds."""
+    per_day = Counter(e["timestamp"].date() for e in data.entries[TENANT])
+    return {day for day, n in per_day.items() if n >= MIN_ROWS}
 
 
 # Words of the dataset's templates in more than MIN_ROWS entries each, a piece of one,
@@ -139,21 +153,23 @@ async def test_a_word_is_counted_from_closed_days_exactly(client, writer, settin
             check_stats(await stats(client, f, tenant), data.expected(tenant, f))
             narrowed = window(data, search=term, min_level="WARN", service_name="api")
             check_stats(await stats(client, narrowed, tenant), data.expected(tenant, narrowed))
+    busy = busy_days(data)
+    assert busy
     for term in COMMON:
-        assert await served_days(pool, TENANT, window(data, search=term)) == len(days), term
+        assert busy <= await served_dates(pool, TENANT, window(data, search=term)), term
     for term in ("e", "payment"):
-        assert await served_days(pool, TENANT, window(data, search=term)) == 0
+        assert not busy & await served_dates(pool, TENANT, window(data, search=term)), term
 
 
 async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, pool) -> None:
     data = await ingest_dataset(client, writer, per_tenant=800)
     conninfo = settings.postgres_conninfo()
     counted(conninfo)
-    whole = len({data.start.date(), data.end.date()})
+    busy = busy_days(data)
     f = window(data, search="session")
     before = await stats(client, f)
     check_stats(before, data.expected(TENANT, f))
-    assert await served_days(pool, TENANT, f) == whole
+    assert busy <= await served_dates(pool, TENANT, f)
     late = {
         "service_name": "late-service",
         "level": "ERROR",
@@ -166,12 +182,12 @@ async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, p
     assert response.status_code == 202, response.text
     await writer.drain()
     # The day's counts no longer hold: counted from rows until the janitor's next run.
-    assert await served_days(pool, TENANT, f) < whole
+    assert data.start.date() not in await served_dates(pool, TENANT, f)
     after = await stats(client, f)
     assert after["total_count"] == before["total_count"] + 1
     assert counted(conninfo) == 0  # counted too recently
     assert counted(conninfo, now=datetime.now(UTC) + RECOUNT_AFTER) == 1
-    assert await served_days(pool, TENANT, f) == whole
+    assert busy <= await served_dates(pool, TENANT, f)
     assert await stats(client, f) == after
     # The tenant's days removed (retention): their counts go with the next run.
     with psycopg.connect(conninfo, autocommit=True) as conn:
