@@ -63,19 +63,13 @@ GRANT SELECT ON log_count_minutes TO log_reader;
 -- its body now in subtract_minutes_from_rollups (below), shared with the packed table's.
 CREATE OR REPLACE FUNCTION log_counts_rollup_delta() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    watermark timestamptz;
 BEGIN
     IF current_setting('minisource.moving_minutes', true) = 'on' THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_advisory_xact_lock_shared(rollup_lock_key());
-    -- A statement of its own, after the lock: it sees W as compaction left it.
-    SELECT compacted_until INTO watermark FROM rollup_watermark;
     PERFORM subtract_minutes_from_rollups(
         array_agg(tenant_id), array_agg(minute), array_agg(service_name),
-        array_agg(level), array_agg(environment), array_agg(count), array_agg(bytes),
-        watermark)
+        array_agg(level), array_agg(environment), array_agg(count), array_agg(bytes))
     FROM old_rows;
     RETURN NULL;
 END
@@ -85,15 +79,11 @@ $$;
 -- delete from log_counts does.
 CREATE OR REPLACE FUNCTION log_counts_packed_rollup_delta() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    watermark timestamptz;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(rollup_lock_key());
-    SELECT compacted_until INTO watermark FROM rollup_watermark;
     PERFORM subtract_minutes_from_rollups(
         array_agg(o.tenant_id), array_agg(o.hour + m.minute * interval '1 minute'),
         array_agg(o.service_name), array_agg(o.level), array_agg(o.environment),
-        array_agg(m.count::bigint), array_agg(m.bytes), watermark)
+        array_agg(m.count::bigint), array_agg(m.bytes))
     FROM old_rows o
     CROSS JOIN LATERAL unnest(o.minutes, o.counts, o.bytes) AS m(minute, count, bytes);
     RETURN NULL;
@@ -104,19 +94,25 @@ CREATE TRIGGER log_counts_packed_rollups_delete AFTER DELETE ON log_counts_packe
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION log_counts_packed_rollup_delta();
 
--- Minute cells gone (the arrays' elements at one position are one cell): out of
+-- Minute cells gone (the arrays' elements at one position are one cell), under the
+-- rollup lock in shared mode (0007) and against the watermark it then reads: out of
 -- log_counts_by_level always, out of the hourly and daily tables for minutes before the
 -- watermark (later ones were never added there), and cells left at zero removed. The
 -- body of 0007's trigger, given arrays so that both triggers share it.
 CREATE OR REPLACE FUNCTION subtract_minutes_from_rollups(
     tenants uuid[], minutes timestamptz[], services text[], levels smallint[],
-    environments text[], counts bigint[], sizes bigint[], watermark timestamptz
+    environments text[], counts bigint[], sizes bigint[]
 ) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    watermark timestamptz;
 BEGIN
     IF tenants IS NULL THEN
         RETURN;
     END IF;
+    PERFORM pg_advisory_xact_lock_shared(rollup_lock_key());
+    -- A statement of its own, after the lock: it sees W as compaction left it.
+    SELECT compacted_until INTO watermark FROM rollup_watermark;
     INSERT INTO log_counts_hourly AS h
         (tenant_id, hour, service_name, level, environment, count, bytes)
     SELECT tenant_id, date_trunc('hour', minute, 'UTC'), service_name, level, environment,
