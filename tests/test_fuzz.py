@@ -141,6 +141,8 @@ def fuzz(schema: Any, headers: dict[str, str], *, examples: int, long: bool) -> 
     assert not failures, "\n\n".join(failures)
 
 
+# 40 requests per operation through the whole app: 80 s here, twice that on a slow machine.
+@pytest.mark.timeout(600)
 def test_api_fuzz(fuzz_schema: Any, fuzz_headers: dict[str, str]) -> None:
     fuzz(fuzz_schema, fuzz_headers, examples=20, long=False)
 
