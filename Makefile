@@ -31,9 +31,11 @@ restore: $(STAMP)
 	$(BIN)/python -m services.janitor restore --tenant $(TENANT) --day $(DAY) \
 		$(if $(ARCHIVE_PATH),--archive-path $(ARCHIVE_PATH))
 
-## test: lint, type-check, then the test suite against real PostgreSQL and Redis
+## test: lint, type-check, then the test suite against real PostgreSQL and Redis, in
+## TEST_WORKERS processes (each test has its own database and key prefix; 0: one process)
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
