@@ -215,6 +215,12 @@ def queries() -> dict[str, Callable[[Question], str]]:
             f"{_tenant(q.tenant)} {_range(q.start, q.end)} | stats by (_time:1m, level) count() n"
         )
 
+    def word_histogram(q: Question) -> str:
+        return (
+            f"{_tenant(q.tenant)} {_range(q.start, q.end)} {_word(q.term)} "
+            "| stats by (_time:1h, level) count() n"
+        )
+
     def stats(q: Question) -> str:
         return (
             f"{_tenant(q.tenant)} {_range(q.start, q.end)} "
@@ -230,6 +236,7 @@ def queries() -> dict[str, Callable[[Question], str]]:
         "phrase search, 24 h": search,
         "word count, 7 days": count,
         "1-minute aggregate, 24 h": histogram,
+        "hourly word histogram, 7 days": word_histogram,
         "stats, 7 days": stats,
     }
 

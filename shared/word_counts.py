@@ -11,8 +11,8 @@ span into *tokens*, the longest runs of ASCII letters and digits after folding A
 case, and keeps:
 
 - for each *word*, a token in at least WORD_MIN_ROWS of the tenant's entries in the
-  span: per service and level, the entries holding it, and the first and last of them
-  (log_word_counts);
+  span: per service and level, the entries holding it, in all and per hour, and the
+  first and last of them (log_word_counts);
 - what the other tokens are: those of letters only as a list, the rest (ids, numbers,
   and letters past a cap) as the set of their 1-, 2- and 3-character pieces (a bitmap).
 
@@ -24,8 +24,8 @@ term are exactly those holding that word: their count is read from its cells. No
 and no other token: none. Otherwise (two words, or a token the bitmap cannot rule out)
 the span is counted from rows, as before. So the count is exact whichever way. Spans
 serve the counts not grouped by time (stats, the services list, alert rules) and
-histograms of whole days; finer ones count rows (and keep their hours,
-shared/kept_hours.py).
+histograms of whole hours or days, each cell holding its entries per hour of the span
+too; finer ones count rows (and keep their hours, shared/kept_hours.py).
 
 A span's counts are used only while the tenant's count of entries in it in the rollups
 is still the one they were made with (`rows`): a late entry or a deletion changes it, and
@@ -44,6 +44,7 @@ from psycopg import AsyncConnection, sql
 
 from shared.filters import CompiledFilter, fold_case
 
+HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 # A token in at least this many of a tenant's entries in a span gets counts of its own;
@@ -98,11 +99,11 @@ def term_bits(term: str) -> list[int]:
 
 
 def counted_term(f: CompiledFilter, dims: Sequence[str], bucket: timedelta | None) -> str | None:
-    """The one search term of `f`, folded, when its count per day can come from the word
+    """The one search term of `f`, folded, when its count per hour can come from the word
     counts: a single term of ASCII letters and digits, no other term the cells lack (the
     environment, ids, host, source, metadata, excluded words), grouped by service and
-    level at most, and by whole days or not by time. None otherwise."""
-    if len(f.search_terms) != 1 or (bucket is not None and bucket % DAY):
+    level at most, and by whole hours or not by time. None otherwise."""
+    if len(f.search_terms) != 1 or (bucket is not None and bucket % HOUR):
         return None
     if not {"service_name", "level"}.issuperset(dims):
         return None
@@ -147,10 +148,13 @@ async def word_rows(
     dims: Sequence[str],
     first: datetime,
     last: datetime,
+    *,
+    by_hour: bool = False,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[datetime, datetime]]]:
     """The counts of `term` (from `counted_term`) in the spans inside [first, last) that
     the word counts answer, as spans_statement's rows (span start, *dims, n, first, last,
-    0), and those spans' [start, until). f's services and levels narrow the cells."""
+    0), and those spans' [start, until). f's services and levels narrow the cells.
+    `by_hour`: a row per hour of a span instead (the hour, *dims, n, NULL, NULL, 0)."""
     cur = await conn.execute(
         _SPANS_SQL,
         {"tenant": tenant_id, "first": first, "last": last, "term": term,
@@ -167,7 +171,22 @@ async def word_rows(
             wanted[start] = words[0]
     if not wanted:
         return [], served
-    return await _cells(conn, tenant_id, f, dims, wanted), served
+    return await _cells(conn, tenant_id, f, dims, wanted, by_hour=by_hour), served
+
+
+# A word's cells (u), one per service and level of a span (c.start)...
+_SPAN_CELLS = sql.SQL(
+    "unnest(c.services, c.levels, c.counts, c.firsts, c.lasts) "
+    "AS u(service_name, level, count, first, last)"
+)
+# ... or one per hour of each (sql/0019_word_hours.sql: hour_keys holds the cell's
+# position times 24 plus the hour), without their first and last entries.
+_HOUR_CELLS = sql.SQL(
+    "(SELECT c.start + mod(h.key, 24) * interval '1 hour', c.services[h.key / 24 + 1], "
+    "c.levels[h.key / 24 + 1], h.count, NULL::timestamptz, NULL::timestamptz "
+    "FROM unnest(c.hour_keys, c.hour_counts) AS h(key, count)) "
+    "AS u(start, service_name, level, count, first, last)"
+)
 
 
 async def _cells(
@@ -176,9 +195,11 @@ async def _cells(
     f: CompiledFilter,
     dims: Sequence[str],
     wanted: dict[datetime, str],
+    *,
+    by_hour: bool,
 ) -> list[tuple[Any, ...]]:
     """The cells of the word of each span of `wanted` (start -> word), grouped by span
-    and `dims`."""
+    (or hour) and `dims`."""
     conditions = [sql.SQL("c.tenant_id = %s")]
     params: list[Any] = [list(wanted.values()), list(wanted), tenant_id]
     if f.services:
@@ -190,16 +211,17 @@ async def _cells(
     if f.min_level is not None:
         conditions.append(sql.SQL("u.level >= %s"))
         params.append(f.min_level)
-    keys = [sql.SQL("c.start"), *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
+    start = sql.SQL("u.start" if by_hour else "c.start")
+    keys = [start, *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
     statement = sql.SQL(
         "SELECT {keys}, sum(u.count), min(u.first), max(u.last), 0 "
         "FROM log_word_counts c "
         "JOIN unnest(%s::text[], %s::timestamptz[]) AS w(word, start) "
         "ON c.word = w.word AND c.start = w.start "
-        "CROSS JOIN LATERAL unnest(c.services, c.levels, c.counts, c.firsts, c.lasts) "
-        "AS u(service_name, level, count, first, last) "
+        "CROSS JOIN LATERAL {cells} "
         "WHERE {conditions} GROUP BY {groups}"
     ).format(
+        cells=_HOUR_CELLS if by_hour else _SPAN_CELLS,
         keys=sql.SQL(", ").join(keys),
         conditions=sql.SQL(" AND ").join(conditions),
         groups=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(keys) + 1)),

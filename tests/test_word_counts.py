@@ -30,8 +30,15 @@ from shared.word_counts import (
     word_rows,
 )
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
-from tests.test_kept_hours import stats
-from tests.test_stats import Dataset, check_stats, ingest_dataset, iso
+from tests.test_kept_hours import FRESH, kept_keys, stats
+from tests.test_stats import (
+    Dataset,
+    check_stats,
+    ingest_dataset,
+    iso,
+    query_dict,
+    reference_buckets,
+)
 
 # The dataset has ~100 entries per template word: a low bar makes words of them.
 MIN_ROWS = 20
@@ -70,7 +77,8 @@ def test_only_one_word_of_letters_and_digits_is_counted_from_words() -> None:
     f = compile_filter(LogFilter(search="expired"))
     assert counted_term(f, ("environment",), None) is None
     assert counted_term(f, ("level",), DAY) == "expired"  # a histogram of days
-    assert counted_term(f, ("level",), HOUR) is None
+    assert counted_term(f, ("level",), HOUR * 6) == "expired"  # or of hours
+    assert counted_term(f, ("level",), timedelta(minutes=30)) is None
 
 
 def counted(conninfo: str, now: datetime | None = None) -> int:
@@ -169,6 +177,46 @@ async def test_a_word_is_counted_from_closed_days_exactly(client, writer, settin
     for term in ("e", "payment"):  # in many words; in a word and a rarer one
         served = await served_dates(pool, TENANT, window(data, search=term))
         assert served <= answering_days(data, term), term
+
+
+@pytest.mark.parametrize(
+    ("interval", "step", "group_by", "terms"),
+    [
+        ("1h", HOUR, None, {}),
+        ("6h", HOUR * 6, "service", {"min_level": "WARN"}),
+        ("1d", DAY, "service", {"services": ["api", "payment"]}),
+    ],
+)
+async def test_a_words_histogram_by_hours_is_counted_from_closed_days_exactly(
+    client, writer, settings, interval, step, group_by, terms
+) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=800)
+    counted(settings.postgres_conninfo())
+    for term in COMMON:
+        before = set(kept_keys(settings, TENANT))
+        f = window(data, search=term, **terms)
+        expected = reference_buckets(data.expected(TENANT, f), step, by_service=bool(group_by))
+        response = await client.post(
+            "/api/v1/logs/aggregate",
+            json={**query_dict(f), "interval": interval, "group_by": group_by},
+            headers={**tenant_headers(), **FRESH},
+        )
+        assert response.status_code == 200, response.text
+        got = {
+            (datetime.fromisoformat(b["time"]), *([b["service_name"]] if group_by else [])): b[
+                "by_level"
+            ]
+            for b in response.json()["buckets"]
+            if b["count"]
+        }
+        assert got == expected, term
+        # The hours counted from rows are kept (shared/kept_hours.py): none of a day the
+        # word counts answer for.
+        kept = {
+            datetime.fromtimestamp(int(key.rsplit(b":", 1)[1]), UTC).date()
+            for key in set(kept_keys(settings, TENANT)) - before
+        }
+        assert not kept & answering_days(data, term), term
 
 
 async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, pool) -> None:
