@@ -666,9 +666,14 @@ async def exact_time(
     newest: bool,
 ) -> datetime | None:
     """The exact time of the oldest (or newest) entry matching `f` within
-    [coarse, coarse + step), a minute, hour or day the rollups say holds one: the raw
-    read that settles it spans one minute."""
-    found = await narrow(conn, tenant_id, f, coarse, step, newest=newest)
+    [coarse, coarse + step), a minute, hour or day the rollups (or, for a filter they
+    cannot answer, the word counts' hours) say holds one: the raw read that settles it
+    spans one minute (or that hour)."""
+    if f.uses_only_rollup_dimensions:
+        found = await narrow(conn, tenant_id, f, coarse, step, newest=newest)
+    else:
+        start, end = _window(f)
+        found = max(start, coarse), min(end, coarse + step)
     if found is None:
         return None
     where = where_sql(tenant_id, replace(f, start=found[0], end=found[1]))

@@ -24,8 +24,10 @@ term are exactly those holding that word: their count is read from its cells. No
 and no other token: none. Otherwise (two words, or a token the bitmap cannot rule out)
 the span is counted from rows, as before. So the count is exact whichever way. Spans
 serve the counts not grouped by time (stats, the services list, alert rules) and
-histograms of whole hours or days, each cell holding its entries per hour of the span
-too; finer ones count rows (and keep their hours, shared/kept_hours.py).
+histograms of whole hours or days: each cell holds its entries per hour of the span
+too, so a day the window cuts (a week ending now starts inside a day) answers for its
+whole hours in the window. Finer buckets and the partial hours at the window's edges
+count rows (and keep their hours, shared/kept_hours.py).
 
 A span's counts are used only while the tenant's count of entries in it in the rollups
 is still the one they were made with (`rows`): a late entry or a deletion changes it, and
@@ -38,7 +40,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection, sql
 
@@ -127,17 +129,26 @@ CASE WHEN s.until = s.start + interval '1 day'
 END
 """
 
-# The tenant's spans inside [first, last) whose counts still hold (the rollups' count of
-# the span is the one they were made with) and in which no token but a word can hold the
-# term; with the words that contain it.
+# The tenant's spans meeting [first, last) whose counts still hold (the rollups' count
+# of the span is the one they were made with) and in which no token but a word can hold
+# the term; with the words that contain it.
 _SPANS_SQL = f"""
 SELECT s.start, s.until, array(SELECT w FROM unnest(s.words) AS w WHERE strpos(w, %(term)s) > 0)
 FROM log_word_spans s
-WHERE s.tenant_id = %(tenant)s AND s.start >= %(first)s AND s.until <= %(last)s
+WHERE s.tenant_id = %(tenant)s AND s.start < %(last)s AND s.until > %(first)s
   AND s.rows = {ROLLUP_ROWS_SQL}
   AND NOT EXISTS (SELECT 1 FROM unnest(s.rare_words) AS r WHERE strpos(r, %(term)s) > 0)
   AND NOT (SELECT bool_and(get_bit(s.rare_grams, b) = 1) FROM unnest(%(bits)s::int[]) AS b)
 """
+
+
+class _Wanted(NamedTuple):
+    """A span's word, and the part of the span asked: [lo, hi), whole hours."""
+
+    word: str
+    start: datetime
+    lo: datetime
+    hi: datetime
 
 
 async def word_rows(
@@ -151,10 +162,12 @@ async def word_rows(
     *,
     by_hour: bool = False,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[datetime, datetime]]]:
-    """The counts of `term` (from `counted_term`) in the spans inside [first, last) that
-    the word counts answer, as spans_statement's rows (span start, *dims, n, first, last,
-    0), and those spans' [start, until). f's services and levels narrow the cells.
-    `by_hour`: a row per hour of a span instead (the hour, *dims, n, NULL, NULL, 0)."""
+    """The counts of `term` (from `counted_term`) in [first, last) (whole hours) where
+    the word counts answer, as spans_statement's rows, and the [lo, hi) they answer for.
+    f's services and levels narrow the cells. A span inside [first, last) gives a row
+    per service and level (the span's start, *dims, n, first, last, 0); a day cut by
+    first or last, and every span when `by_hour`, a row per hour (the hour, *dims, n, the
+    hour twice, 3600: the entries' exact times are in that hour, see rollups.exact_time)."""
     cur = await conn.execute(
         _SPANS_SQL,
         {"tenant": tenant_id, "first": first, "last": last, "term": term,
@@ -162,30 +175,37 @@ async def word_rows(
         prepare=False,
     )  # fmt: skip
     served: list[tuple[datetime, datetime]] = []
-    wanted: dict[datetime, str] = {}
+    whole: list[_Wanted] = []
+    hours: list[_Wanted] = []
     for start, until, words in await cur.fetchall():
         if len(words) > 1:  # an entry may hold both: counted from rows
             continue
-        served.append((start, until))
+        lo, hi = max(start, first), min(until, last)
+        served.append((lo, hi))
         if words:
-            wanted[start] = words[0]
-    if not wanted:
-        return [], served
-    return await _cells(conn, tenant_id, f, dims, wanted, by_hour=by_hour), served
+            cut = (lo, hi) != (start, until)
+            (hours if by_hour or cut else whole).append(_Wanted(words[0], start, lo, hi))
+    rows = []
+    for wanted, cells in ((whole, _SPAN_CELLS), (hours, _HOUR_CELLS)):
+        if wanted:
+            rows += await _cells(conn, tenant_id, f, dims, wanted, cells)
+    return rows, served
 
 
-# A word's cells (u), one per service and level of a span (c.start)...
+# A word's cells (u), one per service and level of a span, with the first and last
+# entries...
 _SPAN_CELLS = sql.SQL(
     "unnest(c.services, c.levels, c.counts, c.firsts, c.lasts) "
-    "AS u(service_name, level, count, first, last)"
+    "AS u(service_name, level, count, first, last), "
+    "LATERAL (SELECT c.start, u.first, u.last, 0) AS b(start, first, last, step)"
 )
-# ... or one per hour of each (sql/0019_word_hours.sql: hour_keys holds the cell's
-# position times 24 plus the hour), without their first and last entries.
+# ... or one per hour of the part of the span asked (sql/0019_word_hours.sql: hour_keys
+# holds the cell's position times 24 plus the hour), the hour for first and last.
 _HOUR_CELLS = sql.SQL(
     "(SELECT c.start + mod(h.key, 24) * interval '1 hour', c.services[h.key / 24 + 1], "
-    "c.levels[h.key / 24 + 1], h.count, NULL::timestamptz, NULL::timestamptz "
-    "FROM unnest(c.hour_keys, c.hour_counts) AS h(key, count)) "
-    "AS u(start, service_name, level, count, first, last)"
+    "c.levels[h.key / 24 + 1], h.count FROM unnest(c.hour_keys, c.hour_counts) AS h(key, count)) "
+    "AS u(start, service_name, level, count), "
+    "LATERAL (SELECT u.start, u.start, u.start, 3600) AS b(start, first, last, step)"
 )
 
 
@@ -194,14 +214,15 @@ async def _cells(
     tenant_id: uuid.UUID,
     f: CompiledFilter,
     dims: Sequence[str],
-    wanted: dict[datetime, str],
-    *,
-    by_hour: bool,
+    wanted: Sequence[_Wanted],
+    cells: sql.Composable,
 ) -> list[tuple[Any, ...]]:
-    """The cells of the word of each span of `wanted` (start -> word), grouped by span
-    (or hour) and `dims`."""
+    """The cells of the words of `wanted` in their parts [lo, hi), grouped by span (or
+    hour) and `dims`."""
     conditions = [sql.SQL("c.tenant_id = %s")]
-    params: list[Any] = [list(wanted.values()), list(wanted), tenant_id]
+    params: list[Any] = [*map(list, zip(*wanted, strict=True)), tenant_id]
+    if cells is _HOUR_CELLS:
+        conditions.append(sql.SQL("u.start >= w.lo AND u.start < w.hi"))
     if f.services:
         conditions.append(sql.SQL("u.service_name = ANY(%s)"))
         params.append(list(f.services))
@@ -211,17 +232,16 @@ async def _cells(
     if f.min_level is not None:
         conditions.append(sql.SQL("u.level >= %s"))
         params.append(f.min_level)
-    start = sql.SQL("u.start" if by_hour else "c.start")
-    keys = [start, *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
+    keys = [sql.SQL("b.start"), *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
     statement = sql.SQL(
-        "SELECT {keys}, sum(u.count), min(u.first), max(u.last), 0 "
+        "SELECT {keys}, sum(u.count), min(b.first), max(b.last), min(b.step) "
         "FROM log_word_counts c "
-        "JOIN unnest(%s::text[], %s::timestamptz[]) AS w(word, start) "
-        "ON c.word = w.word AND c.start = w.start "
+        "JOIN unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
+        "AS w(word, start, lo, hi) ON c.word = w.word AND c.start = w.start "
         "CROSS JOIN LATERAL {cells} "
         "WHERE {conditions} GROUP BY {groups}"
     ).format(
-        cells=_HOUR_CELLS if by_hour else _SPAN_CELLS,
+        cells=cells,
         keys=sql.SQL(", ").join(keys),
         conditions=sql.SQL(" AND ").join(conditions),
         groups=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(keys) + 1)),

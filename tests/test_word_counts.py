@@ -21,6 +21,7 @@ from services.janitor.word_counts import RECOUNT_AFTER, count_words
 from shared.compaction import compact
 from shared.db import tenant_scope
 from shared.filters import LogFilter, compile_filter
+from shared.settings import Settings
 from shared.word_counts import (
     GRAM_BYTES,
     add_grams,
@@ -210,13 +211,43 @@ async def test_a_words_histogram_by_hours_is_counted_from_closed_days_exactly(
             if b["count"]
         }
         assert got == expected, term
-        # The hours counted from rows are kept (shared/kept_hours.py): none of a day the
-        # word counts answer for.
-        kept = {
-            datetime.fromtimestamp(int(key.rsplit(b":", 1)[1]), UTC).date()
-            for key in set(kept_keys(settings, TENANT)) - before
+        # The hours counted from rows are kept: none of a day the word counts answer for.
+        assert not kept_dates(settings, before) & answering_days(data, term), term
+
+
+def kept_dates(settings: Settings, before: set[bytes]) -> set[date]:
+    """The days of the hours kept (shared/kept_hours.py) since `before`: hours counted
+    from rows."""
+    return {
+        datetime.fromtimestamp(int(key.rsplit(b":", 1)[1]), UTC).date()
+        for key in set(kept_keys(settings, TENANT)) - before
+    }
+
+
+async def test_a_window_cutting_a_day_is_counted_from_the_days_hours(
+    client, writer, settings
+) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=800)
+    counted(settings.postgres_conninfo())
+    # From 20 minutes into the range, whatever the clock: its first day is cut.
+    start, end = data.start + timedelta(minutes=20), data.end + HOUR
+    for term in COMMON:
+        f = LogFilter(start_time=iso(start), end_time=iso(end), search=term)
+        before = set(kept_keys(settings, TENANT))
+        check_stats(await stats(client, f), data.expected(TENANT, f))
+        response = await client.post(
+            "/api/v1/logs/aggregate",
+            json={**query_dict(f), "interval": "1h"},
+            headers={**tenant_headers(), **FRESH},
+        )
+        assert response.status_code == 200, response.text
+        got = {
+            (datetime.fromisoformat(b["time"]),): b["by_level"]
+            for b in response.json()["buckets"]
+            if b["count"]
         }
-        assert not kept & answering_days(data, term), term
+        assert got == reference_buckets(data.expected(TENANT, f), HOUR, by_service=False)
+        assert not kept_dates(settings, before) & answering_days(data, term), term
 
 
 async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, pool) -> None:
