@@ -8,7 +8,8 @@ How arq is run here, inside our own event loop:
   stop event; arq's own would cancel its main task behind our back.
 - `worker.main()` runs as a task of ours; on stop the worker stops picking jobs, a round
   in progress gets STOP_GRACE_SECONDS to finish, then it is cancelled (safe: a round
-  writes each rule in its own transaction; unwritten rules are evaluated next tick).
+  writes each rule in its own transaction; unwritten rules are evaluated next tick),
+  and what still runs STOP_GRACE_SECONDS later is logged with its stack and left.
 - arq's main loop ends at the first Redis error. Each replica then rebuilds its worker
   with capped, jittered backoff; nothing exits, nothing crash-loops.
 - `unique=False`: every replica enqueues one round per tick into the shared queue
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -123,9 +125,16 @@ async def stop_worker(worker: Worker, main: asyncio.Task[None], grace: float) ->
     tasks = [main, *worker.tasks.values()]
     for task in tasks:
         task.cancel()
-    await asyncio.wait(tasks)
+    # Bounded: a task that outlives its cancellation is named with where it waits, and
+    # left behind, rather than holding the process past its SIGTERM.
+    _, stuck = await asyncio.wait(tasks, timeout=grace)
+    for task in stuck:
+        where = io.StringIO()
+        task.print_stack(file=where)
+        log.warning("an arq task still runs %.0f s after it was cancelled: %s", grace,
+                    where.getvalue())  # fmt: skip
     for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
+        if task.done() and not task.cancelled() and task.exception() is not None:
             log.debug("arq task ended with %r", task.exception())
     with contextlib.suppress(RedisError, OSError):
         await worker.pool.delete(worker.health_check_key)
