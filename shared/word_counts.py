@@ -186,27 +186,42 @@ async def word_rows(
             cut = (lo, hi) != (start, until)
             (hours if by_hour or cut else whole).append(_Wanted(words[0], start, lo, hi))
     rows = []
-    for wanted, cells in ((whole, _SPAN_CELLS), (hours, _HOUR_CELLS)):
-        if wanted:
-            rows += await _cells(conn, tenant_id, f, dims, wanted, cells)
+    if whole:
+        rows += await _cells(conn, tenant_id, f, dims, whole, _SPANS)
+    if hours:
+        rows += await _cells(conn, tenant_id, f, dims, hours, _HOURS if by_hour else _CUT_SPANS)
     return rows, served
 
 
-# A word's cells (u), one per service and level of a span, with the first and last
-# entries...
+class _Shape(NamedTuple):
+    """How _cells reads a word's cells (u) and groups them: by `key`, with the first and
+    last entries and the step that says how exact they are (as spans_statement)."""
+
+    cells: sql.SQL
+    key: sql.SQL
+    first: sql.SQL
+    last: sql.SQL
+    step: int
+
+
+# One cell per service and level of a span, with its first and last entries.
 _SPAN_CELLS = sql.SQL(
     "unnest(c.services, c.levels, c.counts, c.firsts, c.lasts) "
-    "AS u(service_name, level, count, first, last), "
-    "LATERAL (SELECT c.start, u.first, u.last, 0) AS b(start, first, last, step)"
+    "AS u(service_name, level, count, first, last)"
 )
-# ... or one per hour of the part of the span asked (sql/0019_word_hours.sql: hour_keys
-# holds the cell's position times 24 plus the hour), the hour for first and last.
+# One cell per hour of them (sql/0019_word_hours.sql: hour_keys holds the cell's position
+# times 24 plus the hour), the hour for its first and last; only the hours in the part
+# of the span asked.
 _HOUR_CELLS = sql.SQL(
     "(SELECT c.start + mod(h.key, 24) * interval '1 hour', c.services[h.key / 24 + 1], "
     "c.levels[h.key / 24 + 1], h.count FROM unnest(c.hour_keys, c.hour_counts) AS h(key, count)) "
-    "AS u(start, service_name, level, count), "
-    "LATERAL (SELECT u.start, u.start, u.start, 3600) AS b(start, first, last, step)"
+    "AS u(start, service_name, level, count)"
 )
+_SPANS = _Shape(_SPAN_CELLS, sql.SQL("c.start"), sql.SQL("u.first"), sql.SQL("u.last"), 0)
+# A span cut by the window, summed per span: its entries' exact times are then found in
+# their hour (rollups.exact_time).
+_CUT_SPANS = _Shape(_HOUR_CELLS, sql.SQL("c.start"), sql.SQL("u.start"), sql.SQL("u.start"), 3600)
+_HOURS = _Shape(_HOUR_CELLS, sql.SQL("u.start"), sql.SQL("u.start"), sql.SQL("u.start"), 3600)
 
 
 async def _cells(
@@ -215,13 +230,13 @@ async def _cells(
     f: CompiledFilter,
     dims: Sequence[str],
     wanted: Sequence[_Wanted],
-    cells: sql.Composable,
+    shape: _Shape,
 ) -> list[tuple[Any, ...]]:
-    """The cells of the words of `wanted` in their parts [lo, hi), grouped by span (or
-    hour) and `dims`."""
+    """The cells of the words of `wanted` in their parts [lo, hi), grouped by the
+    shape's key and `dims`."""
     conditions = [sql.SQL("c.tenant_id = %s")]
     params: list[Any] = [*map(list, zip(*wanted, strict=True)), tenant_id]
-    if cells is _HOUR_CELLS:
+    if shape.cells is _HOUR_CELLS:
         conditions.append(sql.SQL("u.start >= w.lo AND u.start < w.hi"))
     if f.services:
         conditions.append(sql.SQL("u.service_name = ANY(%s)"))
@@ -232,16 +247,19 @@ async def _cells(
     if f.min_level is not None:
         conditions.append(sql.SQL("u.level >= %s"))
         params.append(f.min_level)
-    keys = [sql.SQL("b.start"), *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
+    keys = [shape.key, *(sql.SQL("u.{}").format(sql.Identifier(d)) for d in dims)]
     statement = sql.SQL(
-        "SELECT {keys}, sum(u.count), min(b.first), max(b.last), min(b.step) "
+        "SELECT {keys}, sum(u.count), min({first}), max({last}), {step} "
         "FROM log_word_counts c "
         "JOIN unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
         "AS w(word, start, lo, hi) ON c.word = w.word AND c.start = w.start "
         "CROSS JOIN LATERAL {cells} "
         "WHERE {conditions} GROUP BY {groups}"
     ).format(
-        cells=cells,
+        cells=shape.cells,
+        first=shape.first,
+        last=shape.last,
+        step=sql.Literal(shape.step),
         keys=sql.SQL(", ").join(keys),
         conditions=sql.SQL(" AND ").join(conditions),
         groups=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(keys) + 1)),
