@@ -180,6 +180,25 @@ async def test_a_word_is_counted_from_closed_days_exactly(client, writer, settin
         assert served <= answering_days(data, term), term
 
 
+async def buckets(
+    client, f: LogFilter, interval: str, group_by: str | None = None
+) -> dict[tuple[Any, ...], dict[str, int]]:
+    """POST /aggregate's non-empty buckets, keyed as reference_buckets keys them."""
+    response = await client.post(
+        "/api/v1/logs/aggregate",
+        json={**query_dict(f), "interval": interval, "group_by": group_by},
+        headers={**tenant_headers(), **FRESH},
+    )
+    assert response.status_code == 200, response.text
+    return {
+        (datetime.fromisoformat(b["time"]), *([b["service_name"]] if group_by else [])): b[
+            "by_level"
+        ]
+        for b in response.json()["buckets"]
+        if b["count"]
+    }
+
+
 @pytest.mark.parametrize(
     ("interval", "step", "group_by", "terms"),
     [
@@ -197,20 +216,7 @@ async def test_a_words_histogram_by_hours_is_counted_from_closed_days_exactly(
         before = set(kept_keys(settings, TENANT))
         f = window(data, search=term, **terms)
         expected = reference_buckets(data.expected(TENANT, f), step, by_service=bool(group_by))
-        response = await client.post(
-            "/api/v1/logs/aggregate",
-            json={**query_dict(f), "interval": interval, "group_by": group_by},
-            headers={**tenant_headers(), **FRESH},
-        )
-        assert response.status_code == 200, response.text
-        got = {
-            (datetime.fromisoformat(b["time"]), *([b["service_name"]] if group_by else [])): b[
-                "by_level"
-            ]
-            for b in response.json()["buckets"]
-            if b["count"]
-        }
-        assert got == expected, term
+        assert await buckets(client, f, interval, group_by) == expected, term
         # The hours counted from rows are kept: none of a day the word counts answer for.
         assert not kept_dates(settings, before) & answering_days(data, term), term
 
@@ -235,18 +241,8 @@ async def test_a_window_cutting_a_day_is_counted_from_the_days_hours(
         f = LogFilter(start_time=iso(start), end_time=iso(end), search=term)
         before = set(kept_keys(settings, TENANT))
         check_stats(await stats(client, f), data.expected(TENANT, f))
-        response = await client.post(
-            "/api/v1/logs/aggregate",
-            json={**query_dict(f), "interval": "1h"},
-            headers={**tenant_headers(), **FRESH},
-        )
-        assert response.status_code == 200, response.text
-        got = {
-            (datetime.fromisoformat(b["time"]),): b["by_level"]
-            for b in response.json()["buckets"]
-            if b["count"]
-        }
-        assert got == reference_buckets(data.expected(TENANT, f), HOUR, by_service=False)
+        expected = reference_buckets(data.expected(TENANT, f), HOUR, by_service=False)
+        assert await buckets(client, f, "1h") == expected, term
         assert not kept_dates(settings, before) & answering_days(data, term), term
 
 
@@ -312,6 +308,8 @@ async def test_a_day_not_closed_is_counted_by_the_hour_then_replaced_by_the_day(
         for tenant in (TENANT, OTHER_TENANT):
             f = window(data, search=term)
             check_stats(await stats(client, f, tenant), data.expected(tenant, f))
+        expected = reference_buckets(data.expected(TENANT, f), HOUR, by_service=True)
+        assert await buckets(client, f, "1h", "service") == expected, term
     # The day closed: its count replaces its hours'.
     counted(conninfo)
     assert await served_days(pool, TENANT, f) == len({data.start.date(), data.end.date()})
