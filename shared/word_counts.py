@@ -164,10 +164,11 @@ async def word_rows(
 ) -> tuple[list[tuple[Any, ...]], list[tuple[datetime, datetime]]]:
     """The counts of `term` (from `counted_term`) in [first, last) (whole hours) where
     the word counts answer, as spans_statement's rows, and the [lo, hi) they answer for.
-    f's services and levels narrow the cells. A span inside [first, last) gives a row
-    per service and level (the span's start, *dims, n, first, last, 0); a day cut by
-    first or last, and every span when `by_hour`, a row per hour (the hour, *dims, n, the
-    hour twice, 3600: the entries' exact times are in that hour, see rollups.exact_time)."""
+    f's services and levels narrow the cells. Rows per span, service and level (the
+    span's start, *dims, n, first, last, 0); for a day cut by first or last, the first
+    and last entries' hours instead (…, n, first hour, last hour, 3600: their exact
+    times are in those hours, see rollups.exact_time). `by_hour`: rows per hour of each
+    span instead (the hour, *dims, n, the hour twice, 3600)."""
     cur = await conn.execute(
         _SPANS_SQL,
         {"tenant": tenant_id, "first": first, "last": last, "term": term,

@@ -199,6 +199,15 @@ async def buckets(
     }
 
 
+def kept_dates(settings: Settings, before: set[bytes]) -> set[date]:
+    """The days of the hours kept (shared/kept_hours.py) since `before`: hours counted
+    from rows."""
+    return {
+        datetime.fromtimestamp(int(key.rsplit(b":", 1)[1]), UTC).date()
+        for key in set(kept_keys(settings, TENANT)) - before
+    }
+
+
 @pytest.mark.parametrize(
     ("interval", "step", "group_by", "terms"),
     [
@@ -219,15 +228,6 @@ async def test_a_words_histogram_by_hours_is_counted_from_closed_days_exactly(
         assert await buckets(client, f, interval, group_by) == expected, term
         # The hours counted from rows are kept: none of a day the word counts answer for.
         assert not kept_dates(settings, before) & answering_days(data, term), term
-
-
-def kept_dates(settings: Settings, before: set[bytes]) -> set[date]:
-    """The days of the hours kept (shared/kept_hours.py) since `before`: hours counted
-    from rows."""
-    return {
-        datetime.fromtimestamp(int(key.rsplit(b":", 1)[1]), UTC).date()
-        for key in set(kept_keys(settings, TENANT)) - before
-    }
 
 
 async def test_a_window_cutting_a_day_is_counted_from_the_days_hours(
