@@ -21,6 +21,7 @@ from services.janitor.word_counts import RECOUNT_AFTER, count_words
 from shared.compaction import compact
 from shared.db import tenant_scope
 from shared.filters import LogFilter, compile_filter
+from shared.rollups import ceil_to
 from shared.settings import Settings
 from shared.word_counts import (
     GRAM_BYTES,
@@ -32,6 +33,7 @@ from shared.word_counts import (
 )
 from tests.conftest import OTHER_TENANT, TENANT, tenant_headers
 from tests.test_kept_hours import FRESH, kept_keys, stats
+from tests.test_loki_query import loki, matrix, ns
 from tests.test_stats import (
     Dataset,
     check_stats,
@@ -40,6 +42,8 @@ from tests.test_stats import (
     query_dict,
     reference_buckets,
 )
+
+Series = dict[tuple[tuple[str, str], ...], dict[datetime, float]]
 
 # The dataset has ~100 entries per template word: a low bar makes words of them.
 MIN_ROWS = 20
@@ -244,6 +248,62 @@ async def test_a_window_cutting_a_day_is_counted_from_the_days_hours(
         expected = reference_buckets(data.expected(TENANT, f), HOUR, by_service=False)
         assert await buckets(client, f, "1h") == expected, term
         assert not kept_dates(settings, before) & answering_days(data, term), term
+
+
+async def test_a_words_count_over_time_in_loki_is_counted_from_its_word_counts(
+    client, writer, settings
+) -> None:
+    data = await ingest_dataset(client, writer, per_tenant=800)
+    conninfo = settings.postgres_conninfo()
+    counted(conninfo)
+    # Hourly buckets cutting the first day at 20 minutes past the range's start.
+    start = data.start + timedelta(minutes=20)
+    first, end = ceil_to(start, HOUR), data.end + HOUR * 2
+
+    async def per_level(selector: str, spacing: str = " ") -> Series:
+        query = f"sum by (level){spacing}(count_over_time({selector} [1h]))"
+        return matrix(
+            await loki(
+                client, "/query_range", query=query, start=ns(first), end=ns(end), step="3600"
+            )
+        )
+
+    expected: dict[str, Series] = {}
+    for term in COMMON:
+        before = set(kept_keys(settings, TENANT))
+        selector = f'{{service_name=~".+"}} |= "{term}"'
+        f = LogFilter(start_time=iso(first - HOUR), end_time=iso(end), search=term)
+        want = expected[term] = {}
+        for (bucket,), levels in reference_buckets(
+            data.expected(TENANT, f), HOUR, by_service=False
+        ).items():
+            for level, n in levels.items():
+                if n:
+                    want.setdefault((("level", level.lower()),), {})[bucket + HOUR] = n
+        assert await per_level(selector) == want, term
+        assert not kept_dates(settings, before) & answering_days(data, term), term
+        # An instant query over the same hours: their sum, one sample (none for no entry).
+        hours = int((end - first) / HOUR) + 1
+        instant = await loki(
+            client, "/query", query=f"sum(count_over_time({selector} [{hours}h]))", time=ns(end)
+        )
+        total = int(sum(n for points in want.values() for n in points.values()))
+        samples = [r["value"][1] for r in instant["data"]["result"]]
+        assert samples == ([str(total)] if total else []), term
+    # Those answers are the word counts': doubled there, they double on the days the
+    # counts answer for (asked in other words, past the answer cache).
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE log_word_counts SET hour_counts = array(SELECT 2 * n FROM unnest(hour_counts)"
+            " AS n) WHERE tenant_id = %s",
+            (TENANT,),
+        )
+    days = answering_days(data, "session")
+    doubled = {
+        labels: {t: n * 2 if (t - HOUR).date() in days else n for t, n in points.items()}
+        for labels, points in expected["session"].items()
+    }
+    assert await per_level('{service_name=~".+"} |= "session"', spacing="") == doubled
 
 
 async def test_a_late_entry_or_a_deletion_is_counted(client, writer, settings, pool) -> None:

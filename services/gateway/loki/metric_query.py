@@ -4,7 +4,10 @@
 Counts come from the rollups whenever the filter and the grouping allow it (service,
 level, environment; shared/rollups.py cuts the window into days, hours, minutes and
 raw edges exactly as POST /api/v1/logs/aggregate does), else from the rows in the
-window. Bytes (the length of each line, as Loki counts them) always come from the rows.
+window: as there, a single word's whole past hours from the janitor's word counts, and
+the other whole past hours kept from an earlier count while they hold (when the
+buckets nest in hours). Bytes (the length of each line, as Loki counts them) always
+come from the rows.
 
 Range queries are evaluated on buckets of the range's width (rounded up to whole
 minutes, the rollups' grain), aligned to UTC like the aggregate API's: the sample at
@@ -43,6 +46,7 @@ from services.gateway.loki.logql import (
 from services.gateway.loki.read_params import seconds
 from shared import rollups
 from shared.filters import CompiledFilter, where_sql
+from shared.kept_hours import KeptHours
 from shared.open_day_search import split_now
 
 MAX_POINTS = 11_000  # per series, as Loki
@@ -125,9 +129,15 @@ async def _counts(
     f: CompiledFilter,
     columns: tuple[str, ...],
     bucket: timedelta | None,
+    kept: KeptHours | None = None,
 ) -> tuple[list[tuple[Any, ...]], bool]:
     assert f.start is not None and f.end is not None
     use = f.uses_only_rollup_dimensions and rollups.ROLLUP_DIMENSIONS.issuperset(columns)
+    if not use and kept is not None and _nests_in_hours(bucket):
+        # As /stats and /aggregate count: whole past hours kept, a word from its counts.
+        raw = await rollups.raw_rows(conn, tenant_id, f, columns, bucket, kept)
+        if raw is not None:
+            return _summed(raw, len(columns), bucket), False
     coarsest = rollups.DAY
     if bucket is not None:
         coarsest = max(
@@ -149,6 +159,30 @@ async def _counts(
         keys, inner.query, keys
     )
     return await rollups.fetch_counts(conn, statement, inner.params, serial=use), use
+
+
+def _nests_in_hours(bucket: timedelta | None) -> bool:
+    """Whether each bucket lies in one hour or is whole hours (from the origin), as the
+    kept hours need: a 97-minute bucket is neither."""
+    return (
+        bucket is None
+        or rollups.HOUR % bucket == timedelta(0)
+        or bucket % rollups.HOUR == timedelta(0)
+    )
+
+
+def _summed(
+    rows: Sequence[Sequence[Any]], dims: int, bucket: timedelta | None
+) -> list[tuple[Any, ...]]:
+    """raw_rows' rows (sub-bucket, *dims, n, first, last, step) as _counts' (bucket,
+    *dims, n), in bucket order: sub-buckets are hours or parts of one, inside a bucket."""
+    sums: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        at = rollups.floor_to(row[0], bucket) if bucket is not None else None
+        key = (at, *row[1 : 1 + dims])
+        sums[key] = sums.get(key, 0) + int(row[1 + dims])
+    ordered = sorted(sums.items(), key=lambda item: item[0][0] or 0) if bucket else sums.items()
+    return [(*key, n) for key, n in ordered]
 
 
 async def _bytes(
@@ -198,8 +232,10 @@ async def evaluate_leaf(
     start: datetime,
     end: datetime,
     bucket: timedelta | None,
+    kept: KeptHours | None = None,
 ) -> Series:
-    """The leaf over [start, end): per bucket (sample at its end) or one sample at `end`."""
+    """The leaf over [start, end): per bucket (sample at its end) or one sample at `end`.
+    `kept`: where a count from rows keeps its whole past hours (shared/kept_hours.py)."""
     sel = compile_log_query(p.leaf.query, start, end)
     sel = await resolve_services(conn, tenant_id, sel)
     if sel.empty or start >= end:
@@ -207,7 +243,7 @@ async def evaluate_leaf(
     columns = _columns(p.labels)
     fn = p.leaf.function
     if fn in ("count_over_time", "rate"):
-        rows, _ = await _counts(conn, tenant_id, sel.where, columns, bucket)
+        rows, _ = await _counts(conn, tenant_id, sel.where, columns, bucket, kept)
     else:
         rows = await _bytes(conn, tenant_id, sel.where, columns, bucket)
     width = bucket or p.leaf.range
@@ -308,12 +344,13 @@ async def range_series(
     start: datetime,
     end: datetime,
     step: timedelta,
+    kept: KeptHours | None = None,
 ) -> Series:
     p = plan(metric)
     b = buckets(start, end, p.leaf.range, step)
     if b is None:
         return {}
-    leaf = await evaluate_leaf(conn, tenant_id, p, b.start, b.end, b.width)
+    leaf = await evaluate_leaf(conn, tenant_id, p, b.start, b.end, b.width, kept)
     if b.every > b.width:
         leaf = {labels: _thin(points, b.every) for labels, points in leaf.items()}
     return apply(p.parents, leaf, is_pushed(p))
@@ -327,10 +364,14 @@ def _thin(points: dict[float, float], every: timedelta) -> dict[float, float]:
 
 
 async def instant_series(
-    conn: AsyncConnection[Any], tenant_id: uuid.UUID, metric: Metric, at: datetime
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    metric: Metric,
+    at: datetime,
+    kept: KeptHours | None = None,
 ) -> Series:
     p = plan(metric)
-    leaf = await evaluate_leaf(conn, tenant_id, p, at - p.leaf.range, at, None)
+    leaf = await evaluate_leaf(conn, tenant_id, p, at - p.leaf.range, at, None, kept)
     return apply(p.parents, leaf, is_pushed(p))
 
 

@@ -219,7 +219,9 @@ async def query_range(
                 points = constant_points(query.value, w.start, w.end, step)
                 return matrix_body({(): dict.fromkeys(points, query.value)}, stats(0.0))
             async with guard.read(tenant) as conn:
-                found = await range_series(conn, tenant, query, w.start, w.end, step)
+                found = await range_series(
+                    conn, tenant, query, w.start, w.end, step, state.kept_hours
+                )
             return matrix_body(found, stats(time.perf_counter() - began))
 
         key = {
@@ -263,7 +265,7 @@ async def query_instant(
         async def compute() -> bytes:
             began = time.perf_counter()
             async with guard.read(tenant) as conn:
-                found = await instant_series(conn, tenant, query, at)
+                found = await instant_series(conn, tenant, query, at, state.kept_hours)
             return vector_body(found, stats(time.perf_counter() - began))
 
         key = {"query": text, "time": at}
