@@ -12,6 +12,8 @@ data, tenants in turn:
 - the log-volume histogram over 24 h, `sum by (level, detected_level)
   (count_over_time({service_name="…"}[1m]))`, against POST /api/v1/logs/aggregate;
 - a line filter over 24 h (`|= "word"`), against `search=word`;
+- a line filter's count per hour over 7 days, `sum by (level) (count_over_time({…} |=
+  "word" [1h]))`, against POST /api/v1/logs/aggregate with `search` and `interval: 1h`;
 - label values (`/label/service_name/values`, 24 h), against GET /api/v1/logs/services;
 - `index/volume` by service over 24 h (Grafana's service selection), against GET
   /api/v1/logs/services; `index/volume_range` of a service by level, 1 h steps over 24 h,
@@ -114,6 +116,19 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Pa
         })  # fmt: skip
         return loki, rest
 
+    def word_per_hour(s: Sample) -> Pair:
+        # A line filter's count per hour over the week, against /aggregate with search.
+        week = (end - timedelta(days=7), end)
+        query = f'sum by (level) (count_over_time({{service_name=~".+"}} |= "{s.word()}" [1h]))'
+        loki = Request("GET", "/loki/api/v1/query_range", {
+            "query": query, "start": ns(week[0]), "end": ns(week[1]), "step": "3600",
+        })  # fmt: skip
+        rest = Request("POST", "/api/v1/logs/aggregate", body={
+            "search": s.word(), "interval": "1h", "start_time": iso(week[0]),
+            "end_time": iso(week[1]),
+        })  # fmt: skip
+        return loki, rest
+
     def label_values(s: Sample) -> Pair:
         window = {"start": ns(day[0]), "end": ns(day[1])}
         rest_window = {"start_time": iso(day[0]), "end_time": iso(day[1])}
@@ -151,6 +166,7 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Pa
         "Explore first page, service, 24 h": (None, explore(24)),
         "volume histogram 1m, 24 h": (20, volume),
         "line filter |= word, 24 h": (None, line_filter),
+        "word count per hour, 7 d": (150, word_per_hour),
         "label values service_name, 24 h": (None, label_values),
         "index/volume by service, 24 h": (None, index_volume),
         "index/volume_range by level 1h, 24 h": (None, volume_range),
