@@ -181,8 +181,9 @@ def _summed(
         at = rollups.floor_to(row[0], bucket) if bucket is not None else None
         key = (at, *row[1 : 1 + dims])
         sums[key] = sums.get(key, 0) + int(row[1 + dims])
-    ordered = sorted(sums.items(), key=lambda item: item[0][0] or 0) if bucket else sums.items()
-    return [(*key, n) for key, n in ordered]
+    if bucket is None:
+        return [(*key, n) for key, n in sums.items()]
+    return [(*key, n) for key, n in sorted(sums.items(), key=lambda item: item[0][0])]
 
 
 async def _bytes(
