@@ -521,7 +521,11 @@ async def raw_rows(
     # Read before the rows: a row committed in between is then counted below but not in
     # the fingerprint kept with it, so the hour is counted again next time. The other
     # order could keep a count that misses that row under a fingerprint that has it.
-    fingerprints = await _hour_fingerprints(conn, tenant_id, first, last)
+    # Only over the hours the word counts left (often today's newest): a week's
+    # fingerprints took 10-15 ms of a 70-90 ms count on this machine.
+    fingerprints = (
+        await _hour_fingerprints(conn, tenant_id, hours[0], hours[-1] + HOUR) if hours else {}
+    )
     question = {"filter": asdict(replace(f, start=None, end=None)), "dims": list(dims), "sub": sub}
     keys = kept.keys_of(tenant_id, question, hours)
     missing: list[int] = []  # indexes into hours
