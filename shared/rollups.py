@@ -504,11 +504,14 @@ async def raw_rows(
     (shared/word_counts.py: one word searched), and the rest counted: the partial hours
     at the edges, the current hour, and the hours not kept or changed since. The
     sub-bucket is `bucket` when it is at most an hour (so that every row lies in one
-    hour), else the hour. None when the window spans too few past hours."""
+    hour), else the hour. None when the window spans too few past hours, or for a bucket
+    neither inside an hour nor whole hours (its rows would not lie in one hour)."""
     start, end = _window(f)
     first = ceil_to(start, HOUR)
     last = min(floor_to(end, HOUR), floor_to(datetime.now(UTC), HOUR))
     sub = bucket if bucket is not None and bucket <= HOUR else HOUR
+    if bucket is not None and HOUR % bucket and bucket % HOUR:
+        return None  # a bucket neither inside an hour nor whole hours (Loki's [97m])
     term = counted_term(f, dims, bucket)
     if not (kept.enabled or term) or last - first < KEEP_FROM_HOURS * HOUR:
         return None

@@ -133,7 +133,7 @@ async def _counts(
 ) -> tuple[list[tuple[Any, ...]], bool]:
     assert f.start is not None and f.end is not None
     use = f.uses_only_rollup_dimensions and rollups.ROLLUP_DIMENSIONS.issuperset(columns)
-    if not use and kept is not None and _nests_in_hours(bucket):
+    if not use and kept is not None:
         # As /stats and /aggregate count: whole past hours kept, a word from its counts.
         raw = await rollups.raw_rows(conn, tenant_id, f, columns, bucket, kept)
         if raw is not None:
@@ -159,16 +159,6 @@ async def _counts(
         keys, inner.query, keys
     )
     return await rollups.fetch_counts(conn, statement, inner.params, serial=use), use
-
-
-def _nests_in_hours(bucket: timedelta | None) -> bool:
-    """Whether each bucket lies in one hour or is whole hours (from the origin), as the
-    kept hours need: a 97-minute bucket is neither."""
-    return (
-        bucket is None
-        or rollups.HOUR % bucket == timedelta(0)
-        or bucket % rollups.HOUR == timedelta(0)
-    )
 
 
 def _summed(
