@@ -16,8 +16,9 @@ from litestar.testing import AsyncTestClient
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from services.gateway.query.store import get_entry
+from services.gateway.query.store import fetch_entries, get_entry
 from shared.db import READER_ROLE, tenant_scope
+from shared.filters import LogFilter, compile_filter
 from tests.keyring import add_key, add_tenant, key_headers
 from tests.routes import Endpoint, endpoints, needs_caller
 
@@ -526,6 +527,29 @@ async def test_the_repository_called_with_the_wrong_tenant_gets_nothing(pool, tw
         assert await cur.fetchone() == (1,)
     async with tenant_scope(pool, b) as conn:
         assert await get_entry(conn, b, b_entry) is not None
+
+
+async def test_prepared_lookups_keep_each_tenant_to_its_own(pool, two_tenants):
+    """Lookups by trace and by id are prepared statements, run on one connection for
+    every tenant and, from the sixth run on, with one generic plan: each tenant still
+    gets only its own entries, and a tenant passed in that is not the scope's gets none."""
+    a, b, b_entry = two_tenants
+    trace = compile_filter(LogFilter(trace_id="trace-1"), datetime.now(UTC))
+    for _ in range(7):
+        for tenant in (a, b):
+            async with tenant_scope(pool, tenant) as conn:
+                entries = await fetch_entries(conn, tenant, trace, sort="asc", limit=10)
+                assert [e.tenant_id for e in entries] == [tenant]
+                assert await fetch_entries(conn, a if tenant == b else b, trace, sort="asc",
+                                           limit=10) == []  # fmt: skip
+                assert (await get_entry(conn, b, b_entry) is None) == (tenant == a)
+    async with tenant_scope(pool, a) as conn:
+        cur = await conn.execute(
+            "SELECT generic_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ('%"trace_id" = $%',),
+        )
+        generic_runs = [row[0] for row in await cur.fetchall()]
+    assert generic_runs and min(generic_runs) > 0, "the lookup ran with a generic plan"
 
 
 async def test_writes_reach_only_the_scoped_tenant(db, pool, two_tenants):
