@@ -263,6 +263,7 @@ _WORD_HISTOGRAM = (
     'FROM log_entries WHERE tenant_id = %s AND "timestamp" >= %s AND "timestamp" < %s '
     'AND (message COLLATE "C") ILIKE %s GROUP BY 1, 2'
 )
+_WORD_QUARTERS = _WORD_HISTOGRAM.replace("'1 hour'", "'15 minutes'")
 _HISTOGRAM = (
     "SELECT date_bin('1 minute', \"timestamp\", TIMESTAMPTZ '2000-01-01Z'), level, count(*) "
     'FROM log_entries WHERE tenant_id = %s AND "timestamp" >= %s AND "timestamp" < %s '
@@ -326,6 +327,9 @@ HOURS_KEPT = "word count, 7 days, hours kept"
 # A word's hourly histogram over the week (what the web explorer draws for a search), as
 # first asked: kept hours dropped before each repetition too.
 WORD_PER_HOUR = "hourly word histogram, 7 days"
+# A word's histogram over a day in quarter hours (what the explorer draws for a search
+# over 24 hours), as first asked.
+WORD_PER_QUARTER = "15-minute word histogram, 24 h"
 
 
 def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Call]]]:
@@ -395,6 +399,13 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Ca
                     sql=_WORD_HISTOGRAM, sql_params=(s.tenant_id, *week, like(s.word())),
                     question=question(s, week, s.word()))  # fmt: skip
 
+    def word_quarters(s: Sample) -> Call:
+        return Call("POST", "/api/v1/logs/aggregate", s.tenant_id,
+                    body={"interval": "15m", "search": s.word(),
+                          "start_time": iso(day[0]), "end_time": iso(day[1])},
+                    sql=_WORD_QUARTERS, sql_params=(s.tenant_id, *day, like(s.word())),
+                    question=question(s, day, s.word()))  # fmt: skip
+
     def stats(s: Sample) -> Call:
         f = LogFilter(start_time=iso(week[0]), end_time=iso(week[1]))
         return Call("GET", "/api/v1/logs/stats", s.tenant_id,
@@ -414,6 +425,7 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Ca
         HOURS_KEPT: (150, word_count),
         "1-minute aggregate, 24 h": (50, histogram),
         WORD_PER_HOUR: (150, word_histogram),
+        WORD_PER_QUARTER: (150, word_quarters),
         "stats, 7 days": (50, stats),
     }
 
@@ -687,6 +699,7 @@ def main() -> None:
             before: dict[str, Callable[[Call], object]] = {
                 FIRST_ASKED: lambda _: gateway.forget_kept_hours(),
                 WORD_PER_HOUR: lambda _: gateway.forget_kept_hours(),
+                WORD_PER_QUARTER: lambda _: gateway.forget_kept_hours(),
                 HOURS_KEPT: lambda call: send(client, call, fresh=True),
             }
             for name, (target, make) in shapes(loaded.end).items():

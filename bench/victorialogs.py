@@ -221,6 +221,12 @@ def queries() -> dict[str, Callable[[Question], str]]:
             "| stats by (_time:1h, level) count() n"
         )
 
+    def word_quarters(q: Question) -> str:
+        return (
+            f"{_tenant(q.tenant)} {_range(q.start, q.end)} {_word(q.term)} "
+            "| stats by (_time:15m, level) count() n"
+        )
+
     def stats(q: Question) -> str:
         return (
             f"{_tenant(q.tenant)} {_range(q.start, q.end)} "
@@ -237,6 +243,7 @@ def queries() -> dict[str, Callable[[Question], str]]:
         "word count, 7 days": count,
         "1-minute aggregate, 24 h": histogram,
         "hourly word histogram, 7 days": word_histogram,
+        "15-minute word histogram, 24 h": word_quarters,
         "stats, 7 days": stats,
     }
 

@@ -518,8 +518,9 @@ async def raw_rows(
     hours = [first + HOUR * i for i in range(int((last - first) / HOUR))]
     rows: list[tuple[Any, ...]] = []
     if term is not None:  # past spans from their word counts, where they answer
-        by_hour = bucket is not None and bucket % DAY != timedelta(0)
-        rows, served = await word_rows(conn, tenant_id, f, term, dims, first, last, by_hour=by_hour)
+        # Per sub-bucket, as the rows counted below; a histogram of days per day.
+        by = sub if bucket is not None and bucket % DAY else None
+        rows, served = await word_rows(conn, tenant_id, f, term, dims, first, last, bucket=by)
         hours = [h for h in hours if not any(lo <= h < hi for lo, hi in served)]
     # Read before the rows: a row committed in between is then counted below but not in
     # the fingerprint kept with it, so the hour is counted again next time. The other

@@ -25,6 +25,7 @@ from shared.rollups import ceil_to
 from shared.settings import Settings
 from shared.word_counts import (
     GRAM_BYTES,
+    QUARTER,
     add_grams,
     counted_term,
     term_bits,
@@ -83,7 +84,8 @@ def test_only_one_word_of_letters_and_digits_is_counted_from_words() -> None:
     assert counted_term(f, ("environment",), None) is None
     assert counted_term(f, ("level",), DAY) == "expired"  # a histogram of days
     assert counted_term(f, ("level",), HOUR * 6) == "expired"  # or of hours
-    assert counted_term(f, ("level",), timedelta(minutes=30)) is None
+    assert counted_term(f, ("level",), timedelta(minutes=30)) == "expired"  # quarter hours
+    assert counted_term(f, ("level",), timedelta(minutes=5)) is None
 
 
 def counted(conninfo: str, now: datetime | None = None) -> int:
@@ -215,6 +217,7 @@ def kept_dates(settings: Settings, before: set[bytes]) -> set[date]:
 @pytest.mark.parametrize(
     ("interval", "step", "group_by", "terms"),
     [
+        ("15m", QUARTER, "service", {}),
         ("1h", HOUR, None, {}),
         ("6h", HOUR * 6, "service", {"min_level": "WARN"}),
         ("1d", DAY, "service", {"services": ["api", "payment"]}),
@@ -245,8 +248,9 @@ async def test_a_window_cutting_a_day_is_counted_from_the_days_hours(
         f = LogFilter(start_time=iso(start), end_time=iso(end), search=term)
         before = set(kept_keys(settings, TENANT))
         check_stats(await stats(client, f), data.expected(TENANT, f))
-        expected = reference_buckets(data.expected(TENANT, f), HOUR, by_service=False)
-        assert await buckets(client, f, "1h") == expected, term
+        for interval, step in (("1h", HOUR), ("15m", QUARTER)):
+            expected = reference_buckets(data.expected(TENANT, f), step, by_service=False)
+            assert await buckets(client, f, interval) == expected, (term, interval)
         assert not kept_dates(settings, before) & answering_days(data, term), term
 
 
@@ -294,8 +298,8 @@ async def test_a_words_count_over_time_in_loki_is_counted_from_its_word_counts(
     # counts answer for (asked in other words, past the answer cache).
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
-            "UPDATE log_word_counts SET hour_counts = array(SELECT 2 * n FROM unnest(hour_counts)"
-            " AS n) WHERE tenant_id = %s",
+            "UPDATE log_word_counts SET quarter_counts = array(SELECT 2 * n"
+            " FROM unnest(quarter_counts) AS n) WHERE tenant_id = %s",
             (TENANT,),
         )
     days = answering_days(data, "session")
@@ -370,6 +374,8 @@ async def test_a_day_not_closed_is_counted_by_the_hour_then_replaced_by_the_day(
             check_stats(await stats(client, f, tenant), data.expected(tenant, f))
         expected = reference_buckets(data.expected(TENANT, f), HOUR, by_service=True)
         assert await buckets(client, f, "1h", "service") == expected, term
+        expected = reference_buckets(data.expected(TENANT, f), QUARTER, by_service=False)
+        assert await buckets(client, f, "15m") == expected, term
     # The day closed: its count replaces its hours'.
     counted(conninfo)
     assert await served_days(pool, TENANT, f) == len({data.start.date(), data.end.date()})

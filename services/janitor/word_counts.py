@@ -18,7 +18,7 @@ count of them are of one moment; cut short (SIGTERM cancels the statement,
 services/janitor/__main__.py), it leaves nothing. Its rows are read twice, in batches
 through a server-side cursor, so memory does not grow with the span: once to find which
 tokens are words (their entries counted with a bounded table), once to count the words
-per service, level and hour and to note the other tokens.
+per service, level and quarter hour and to note the other tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,8 @@ from shared.compaction import read_watermark
 from shared.rollups import DAY, HOUR, floor_to
 from shared.word_counts import (
     GRAM_BYTES,
+    QUARTER,
+    QUARTERS_PER_SPAN,
     ROLLUP_ROWS_SQL,
     WORD_MIN_ROWS,
     add_grams,
@@ -53,8 +56,8 @@ HOUR_AFTER = timedelta(minutes=5)
 # A span counted is not counted again, however its rollups change, for this long.
 RECOUNT_AFTER = timedelta(minutes=30)
 # At most this many words per span, the most frequent (bounds the cells held and
-# stored: a cell of a day holds its 24 hours' counts, ~300 bytes in memory, and there is
-# a cell per word, service and level); the others are noted as other tokens.
+# stored: a cell of a day holds its 96 quarter hours' counts, ~500 bytes in memory, and
+# there is a cell per word, service and level); the others are noted as other tokens.
 MAX_WORDS = 2000
 # Other tokens of letters only kept as a list up to this many, then as pieces.
 MAX_RARE_WORDS = 20_000
@@ -147,7 +150,8 @@ VALUES (%s, %s, %s, %s, %s, %s, %s)
 
 _COPY_CELLS_SQL = """
 COPY log_word_counts
-    (tenant_id, word, start, services, levels, counts, firsts, lasts, hour_keys, hour_counts)
+    (tenant_id, word, start, services, levels, counts, firsts, lasts, quarter_keys,
+     quarter_counts)
 FROM STDIN
 """
 
@@ -227,7 +231,7 @@ def count_span(
         rows = int(fetched[0]) if fetched else 0
         messages = (row[0] for row in _rows(conn, _MESSAGES_SQL, span, "word_tally"))
         words = _frequent_tokens(messages, min_rows)
-        tally = _Tally(words, start, (until - start) // HOUR)
+        tally = _Tally(words, start, (until - start) // QUARTER)
         for service, level, ts, message in _rows(conn, _ENTRIES_SQL, span, "word_cells"):
             tally.add(service, level, ts, message)
         counted = {word.decode(): cells for word, cells in tally.cells.items() if cells}
@@ -271,48 +275,49 @@ def _frequent_tokens(messages: Iterator[str], min_rows: int) -> frozenset[bytes]
 
 def _columns(cells: dict[tuple[str, int], list[Any]]) -> tuple[list[Any], ...]:
     """A word's cells as log_word_counts' arrays: services, levels, counts, firsts,
-    lasts, hour_keys and hour_counts (sql/0019_word_hours.sql)."""
+    lasts, quarter_keys and quarter_counts (sql/0020_word_quarters.sql)."""
     services, levels, counts, firsts, lasts = ([] for _ in range(5))
-    hour_keys: list[int] = []
-    hour_counts: list[int] = []
-    for i, ((service, level), (n, first, last, per_hour)) in enumerate(cells.items()):
+    quarter_keys: list[int] = []
+    quarter_counts: list[int] = []
+    for i, ((service, level), (n, first, last, per_quarter)) in enumerate(cells.items()):
         services.append(service)
         levels.append(level)
         counts.append(n)
         firsts.append(first)
         lasts.append(last)
-        for hour, in_hour in enumerate(per_hour):
-            if in_hour:
-                hour_keys.append(i * 24 + hour)
-                hour_counts.append(in_hour)
-    return services, levels, counts, firsts, lasts, hour_keys, hour_counts
+        for quarter, in_quarter in enumerate(per_quarter):
+            if in_quarter:
+                quarter_keys.append(i * QUARTERS_PER_SPAN + quarter)
+                quarter_counts.append(in_quarter)
+    return services, levels, counts, firsts, lasts, quarter_keys, quarter_counts
 
 
 class _Tally:
     """The second pass: cells of the words, the other tokens noted."""
 
-    def __init__(self, words: frozenset[bytes], start: datetime, hours: int) -> None:
-        # word -> (service, level) -> [entries, first, last, [entries in each hour]]
+    def __init__(self, words: frozenset[bytes], start: datetime, quarters: int) -> None:
+        # word -> (service, level) -> [entries, first, last, entries in each quarter hour]
         self.cells: dict[bytes, dict[tuple[str, int], list[Any]]] = {w: {} for w in words}
         self.rare_words: set[bytes] = set()
         self.rare_grams = bytearray(GRAM_BYTES)
         self.start = start
-        self.hours = hours
+        # An array of 4-byte counts: a list of 96 would take twice the memory.
+        self.no_quarters = array("i", bytes(4 * quarters))
 
     def add(self, service: str, level: int, ts: datetime, message: str) -> None:
-        hour = (ts - self.start) // HOUR
+        quarter = (ts - self.start) // QUARTER
         for token in tokens(message):
             cells = self.cells.get(token)
             if cells is not None:
                 cell = cells.get((service, level))
                 if cell is None:
-                    cell = cells[(service, level)] = [0, ts, ts, [0] * self.hours]
+                    cell = cells[(service, level)] = [0, ts, ts, self.no_quarters[:]]
                 cell[0] += 1
                 if ts < cell[1]:
                     cell[1] = ts
                 elif ts > cell[2]:
                     cell[2] = ts
-                cell[3][hour] += 1
+                cell[3][quarter] += 1
             elif token in self.rare_words:
                 continue
             elif token.isalpha() and len(self.rare_words) < MAX_RARE_WORDS:
