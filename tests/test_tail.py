@@ -297,8 +297,11 @@ async def test_client_that_never_reads_gets_dropped_and_gateway_memory_stays_bou
         rss.append(_rss_kib(gateway.pid))
     total = per_round * rounds
     # Each round sends the client ~11 MB of events it does not read. After the first
-    # round the gateway's memory no longer grows with what it cannot deliver.
-    assert rss[-1] - rss[0] < 8 * 1024, rss
+    # round the gateway's memory no longer grows with what it cannot deliver: holding
+    # them would add at least 22 MB over the next two rounds. What it does grow by is
+    # the allocator's, and more when the machine is busy (requests overlap): up to 7.4
+    # MB beside two busy-looping processes, 8.4 once in CI beside the other tests.
+    assert rss[-1] - rss[0] < 16 * 1024, rss
 
     # Now read: what was in flight, then `dropped` saying how many and from where.
     got = await slow.collect(lambda e: False, within=30, kinds=("log", "dropped"))
