@@ -235,10 +235,12 @@ def queries() -> dict[str, Callable[[Question], str]]:
 
     return {
         "latest 100 of a tenant (24 h)": latest,
+        "latest 100 of a tenant (7 d)": latest,
         "service + min_level WARN, 1 h": service_warn,
         "trace lookup": trace,
         "request lookup": request,
         "word search, 24 h": search,
+        "word search, 7 d": search,
         "phrase search, 24 h": search,
         "word count, 7 days": count,
         "1-minute aggregate, 24 h": histogram,
