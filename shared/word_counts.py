@@ -11,18 +11,21 @@ span into *tokens*, the longest runs of ASCII letters and digits after folding A
 case, and keeps:
 
 - for each *word*, a token in at least WORD_MIN_ROWS of the tenant's entries in the
-  span: per service and level, the entries holding it, in all and per quarter hour, and
-  the first and last of them (log_word_counts);
+  span: per service and level, the entries holding it or a word containing it, in all
+  and per quarter hour, and the first and last of them (log_word_counts);
 - what the other tokens are: those of letters only as a list, the rest (ids, numbers,
   and letters past a cap) as the set of their 1-, 2- and 3-character pieces (a bitmap).
 
 A term of letters and digits only can match a message only inside one token (a match
 is a run of letters and digits, and a token is the longest such run). So the entries it
-matches are those with a token containing it. When, in a span, exactly one word contains
-the term and, by the list and the bitmap, no other token can, the entries matching the
-term are exactly those holding that word: their count is read from its cells. No word
-and no other token: none. Otherwise (two words, or a token the bitmap cannot rule out)
-the span is counted from rows, as before. So the count is exact whichever way. Spans
+matches are those with a token containing it. When, in a span, the words containing the
+term all contain one of them (the term's own word, and longer ones: "payment",
+"payments") and, by the list and the bitmap, no other token can, the entries matching
+the term are exactly those holding a word that contains that one: their count is read
+from its cells. No word and no other token: none. Otherwise (two words neither inside
+the other, such as "payment" and "paypal" for "pay", or a token the
+bitmap cannot rule out) the span is counted from rows, as before. So the count is exact
+whichever way. Spans
 serve the counts not grouped by time (stats, the services list, alert rules) and
 histograms of whole quarter hours, hours or days: each cell holds its entries per
 quarter hour of the span too, so a day the window cuts (a week ending now starts inside
@@ -184,13 +187,14 @@ async def word_rows(
     whole: list[_Wanted] = []
     parts: list[_Wanted] = []
     for start, until, words in await cur.fetchall():
-        if len(words) > 1:  # an entry may hold both: counted from rows
+        inner = _innermost(words)
+        if words and inner is None:  # an entry may hold both: counted from rows
             continue
         lo, hi = max(start, first), min(until, last)
         served.append((lo, hi))
-        if words:
+        if inner is not None:
             cut = (lo, hi) != (start, until)
-            wanted = _Wanted(words[0], start, (lo - start) // QUARTER, (hi - start) // QUARTER)
+            wanted = _Wanted(inner, start, (lo - start) // QUARTER, (hi - start) // QUARTER)
             (parts if bucket or cut else whole).append(wanted)
     rows = []
     if whole:
@@ -199,6 +203,15 @@ async def word_rows(
         shape = _CUT_SPANS if bucket is None else _buckets(bucket)
         rows += await _cells(conn, tenant_id, f, dims, parts, shape)
     return rows, served
+
+
+def _innermost(words: Sequence[str]) -> str | None:
+    """The word inside all the others, if one is (its cells count the entries holding
+    any of them); None for none, or for words of which none is inside all the others."""
+    if not words:
+        return None
+    shortest = min(words, key=len)
+    return shortest if all(shortest in word for word in words) else None
 
 
 class _Shape(NamedTuple):

@@ -298,6 +298,11 @@ class _Tally:
     def __init__(self, words: frozenset[bytes], start: datetime, quarters: int) -> None:
         # word -> (service, level) -> [entries, first, last, entries in each quarter hour]
         self.cells: dict[bytes, dict[tuple[str, int], list[Any]]] = {w: {} for w in words}
+        # Each word and the words inside it, itself too: an entry is counted once for
+        # every word inside any of its words, so that a word's cells hold the entries
+        # with a word containing it ("payment": those with "payment" or "payments"),
+        # which are the entries a search for it matches unless another token holds it.
+        self.inside = _words_inside(words)
         self.rare_words: set[bytes] = set()
         self.rare_grams = bytearray(GRAM_BYTES)
         self.start = start
@@ -306,21 +311,45 @@ class _Tally:
 
     def add(self, service: str, level: int, ts: datetime, message: str) -> None:
         quarter = (ts - self.start) // QUARTER
+        held: set[bytes] = set()
         for token in tokens(message):
-            cells = self.cells.get(token)
-            if cells is not None:
-                cell = cells.get((service, level))
-                if cell is None:
-                    cell = cells[(service, level)] = [0, ts, ts, self.no_quarters[:]]
-                cell[0] += 1
-                if ts < cell[1]:
-                    cell[1] = ts
-                elif ts > cell[2]:
-                    cell[2] = ts
-                cell[3][quarter] += 1
+            inside = self.inside.get(token)
+            if inside is not None:
+                held.update(inside)
             elif token in self.rare_words:
                 continue
             elif token.isalpha() and len(self.rare_words) < MAX_RARE_WORDS:
                 self.rare_words.add(token)
             else:
                 add_grams(token, self.rare_grams)
+        for word in held:
+            cells = self.cells[word]
+            cell = cells.get((service, level))
+            if cell is None:
+                cell = cells[(service, level)] = [0, ts, ts, self.no_quarters[:]]
+            cell[0] += 1
+            if ts < cell[1]:
+                cell[1] = ts
+            elif ts > cell[2]:
+                cell[2] = ts
+            cell[3][quarter] += 1
+
+
+def _words_inside(words: frozenset[bytes]) -> dict[bytes, tuple[bytes, ...]]:
+    """Each word and the words that are pieces of it, itself included. Pieces are
+    looked up only at the lengths words have: a long token taken for a word costs its
+    length times theirs, not its length squared."""
+    lengths = sorted({len(w) for w in words})
+    inside: dict[bytes, tuple[bytes, ...]] = {}
+    for word in words:
+        found = {word}
+        for length in lengths:
+            if length >= len(word):
+                break
+            found.update(
+                piece
+                for i in range(len(word) - length + 1)
+                if (piece := word[i : i + length]) in words
+            )
+        inside[word] = tuple(found)
+    return inside
