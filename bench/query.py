@@ -392,19 +392,15 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Ca
                     direct=lambda c: rollup_histogram(c, s.tenant_id, f, MINUTE),
                     question=question(s, day))  # fmt: skip
 
-    def word_histogram(s: Sample) -> Call:
+    def word_histogram(
+        s: Sample, interval: str = "1h", span: tuple[datetime, datetime] = week
+    ) -> Call:
+        baseline = _WORD_HISTOGRAM if interval == "1h" else _WORD_QUARTERS
         return Call("POST", "/api/v1/logs/aggregate", s.tenant_id,
-                    body={"interval": "1h", "search": s.word(),
-                          "start_time": iso(week[0]), "end_time": iso(week[1])},
-                    sql=_WORD_HISTOGRAM, sql_params=(s.tenant_id, *week, like(s.word())),
-                    question=question(s, week, s.word()))  # fmt: skip
-
-    def word_quarters(s: Sample) -> Call:
-        return Call("POST", "/api/v1/logs/aggregate", s.tenant_id,
-                    body={"interval": "15m", "search": s.word(),
-                          "start_time": iso(day[0]), "end_time": iso(day[1])},
-                    sql=_WORD_QUARTERS, sql_params=(s.tenant_id, *day, like(s.word())),
-                    question=question(s, day, s.word()))  # fmt: skip
+                    body={"interval": interval, "search": s.word(),
+                          "start_time": iso(span[0]), "end_time": iso(span[1])},
+                    sql=baseline, sql_params=(s.tenant_id, *span, like(s.word())),
+                    question=question(s, span, s.word()))  # fmt: skip
 
     def stats(s: Sample) -> Call:
         f = LogFilter(start_time=iso(week[0]), end_time=iso(week[1]))
@@ -428,7 +424,7 @@ def shapes(end: datetime) -> dict[str, tuple[float | None, Callable[[Sample], Ca
         HOURS_KEPT: (150, word_count),
         "1-minute aggregate, 24 h": (50, histogram),
         WORD_PER_HOUR: (150, word_histogram),
-        WORD_PER_QUARTER: (150, word_quarters),
+        WORD_PER_QUARTER: (150, lambda s: word_histogram(s, "15m", day)),
         "stats, 7 days": (50, stats),
     }
 

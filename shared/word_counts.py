@@ -23,10 +23,9 @@ term all contain one of them (the term's own word, and longer ones: "payment",
 "payments") and, by the list and the bitmap, no other token can, the entries matching
 the term are exactly those holding a word that contains that one: their count is read
 from its cells. No word and no other token: none. Otherwise (two words neither inside
-the other, such as "payment" and "paypal" for "pay", or a token the
-bitmap cannot rule out) the span is counted from rows, as before. So the count is exact
-whichever way. Spans
-serve the counts not grouped by time (stats, the services list, alert rules) and
+the other, such as "payment" and "paypal" for "pay", or a token the bitmap cannot rule
+out) the span is counted from rows, as before. So the count is exact whichever way.
+Spans serve the counts not grouped by time (stats, the services list, alert rules) and
 histograms of whole quarter hours, hours or days: each cell holds its entries per
 quarter hour of the span too, so a day the window cuts (a week ending now starts inside
 a day) answers for its whole hours in the window. Finer buckets and the partial hours at
@@ -188,7 +187,7 @@ async def word_rows(
     parts: list[_Wanted] = []
     for start, until, words in await cur.fetchall():
         inner = _innermost(words)
-        if words and inner is None:  # an entry may hold both: counted from rows
+        if words and inner is None:  # no word inside all the others: counted from rows
             continue
         lo, hi = max(start, first), min(until, last)
         served.append((lo, hi))
