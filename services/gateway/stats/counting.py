@@ -86,6 +86,25 @@ async def compute_stats(
     )
 
 
+def _every_bucket(rows: list[rollups.BucketCounts], times: list[datetime]) -> list[Bucket]:
+    """A bucket for each of `times`, with the counts of the row of that time or zeros;
+    both lists ascending. One walk through both, no lookup: a day of minutes is 1,441
+    buckets."""
+    zero = LevelCounts(0, 0, 0, 0, 0)  # one for every empty bucket
+    counted = iter(rows)
+    row = next(counted, None)
+    buckets = []
+    for t in times:
+        while row is not None and row.time < t:  # none such, but never stuck on one
+            row = next(counted, None)
+        if row is not None and row.time == t:
+            buckets.append(Bucket(t, sum(row.levels), LevelCounts(*row.levels)))
+            row = next(counted, None)
+        else:
+            buckets.append(Bucket(t, 0, zero))
+    return buckets
+
+
 async def compute_aggregate(
     guard: QueryGuard,
     tenant_id: uuid.UUID,
@@ -104,14 +123,8 @@ async def compute_aggregate(
             Bucket(r.time, sum(r.levels), LevelCounts(*r.levels), r.service_name) for r in rows
         ]
     else:
-        per_time = {r.time: r.levels for r in rows}
         data_last = rows[-1].time if rows else None
-        zero = LevelCounts(0, 0, 0, 0, 0)  # one for every empty bucket
-        buckets = [
-            Bucket(t, sum(c), LevelCounts(*c)) if (c := per_time.get(t)) is not None
-            else Bucket(t, 0, zero)
-            for t in bucket_times(w, interval, data_last)
-        ]  # fmt: skip
+        buckets = _every_bucket(rows, bucket_times(w, interval, data_last))
     return AggregateOut(
         interval=interval_name,
         group_by=group_by,
