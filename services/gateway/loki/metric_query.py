@@ -155,9 +155,10 @@ async def _counts(
         return [], use
     inner = rollups.cells_statement(tenant_id, f, spans, columns, bucket, split=split_now())
     keys = sql.SQL(", ").join([sql.Identifier("bucket"), *(sql.Identifier(c) for c in columns)])
-    statement = sql.SQL("SELECT {}, sum(n) FROM ({}) AS spans GROUP BY {} ORDER BY 1").format(
-        keys, inner.query, keys
-    )
+    # Summed as float8, exact below 2^53: as rollups.count_buckets does, for its reason.
+    statement = sql.SQL(
+        "SELECT {}, sum(n::float8)::bigint FROM ({}) AS spans GROUP BY {} ORDER BY 1"
+    ).format(keys, inner.query, keys)
     return await rollups.fetch_counts(conn, statement, inner.params, serial=use), use
 
 
