@@ -13,6 +13,7 @@ from services.gateway.access_log import AccessLog
 from services.gateway.admin.routes import AdminController
 from services.gateway.alerts.routes import AlertsController
 from services.gateway.content_type import json_body_guard
+from services.gateway.dependencies import resolve_dependencies_in_turn
 from services.gateway.http_metrics import HttpMetrics
 from services.gateway.ingest.routes import IngestController
 from services.gateway.loki.query_routes import loki_read_router
@@ -42,6 +43,7 @@ from shared.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    resolve_dependencies_in_turn()
     app = Litestar(
         route_handlers=[
             IngestController,
