@@ -207,3 +207,54 @@ async def test_a_raw_count_gives_the_transaction_its_planner_costs_back(settings
     finally:
         await pool.close()
         await kept.aclose()
+
+
+# Characters a SQL literal must escape or LIKE treats as its own: a raw count over whole
+# past hours binds its parameters on this side (shared/rollups.py, _fetch_with_settings).
+_AWKWARD_MESSAGES = [
+    "it's done",
+    "100% of C:\\temp\\_x",
+    'said "no" then DROP TABLE log_entries; --',
+    "naïve café",
+]
+
+
+@pytest.mark.parametrize(
+    ("search", "matches_per_hour"),
+    [
+        ("it's", 1),
+        ("100%", 1),
+        ("C:\\temp\\_x", 1),
+        ("%", 1),  # as a LIKE wildcard: 4
+        ("_", 2),  # "\\_x" and "log_entries"; as a LIKE wildcard it would be 4
+        ("\\", 1),
+        ('"said \\"no\\""', 0),  # a phrase of its own, unlike the message's
+        ("'; --", 0),
+        ("café", 1),
+        ("x'); DELETE FROM log_entries; --", 0),
+    ],
+)
+async def test_awkward_search_terms_count_exactly_over_kept_hours(
+    client, writer, search, matches_per_hour
+) -> None:
+    # Four whole past hours two days back, each holding every message once: counted
+    # from rows through raw_rows, then asked again and answered from the kept hours.
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+    entries = [
+        {"service_name": "svc", "level": "INFO", "message": message,
+         "timestamp": iso(start + timedelta(hours=hour, minutes=7 * i + 1))}
+        for hour in range(4)
+        for i, message in enumerate(_AWKWARD_MESSAGES)
+    ]  # fmt: skip
+    response = await client.post(
+        "/api/v1/logs/batch", json={"entries": entries}, headers=tenant_headers()
+    )
+    assert response.status_code == 202, response.text
+    await writer.drain()
+    window = {"start_time": iso(start), "end_time": iso(start + timedelta(hours=4))}
+    for _ in range(2):  # counted, then kept
+        body = await stats(client, LogFilter(search=search, **window))
+        assert body["source"] == "raw"
+        assert body["total_count"] == 4 * matches_per_hour
+    everything = await stats(client, LogFilter(**window))
+    assert everything["total_count"] == 4 * len(_AWKWARD_MESSAGES)  # nothing was run
