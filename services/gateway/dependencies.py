@@ -35,5 +35,11 @@ async def _resolve_in_turn(
 
 def resolve_dependencies_in_turn() -> None:
     """Make every Litestar app of this process resolve dependencies in turn (idempotent).
-    Litestar's own method is replaced: it is private API, pinned to 2.x by pyproject."""
+    Litestar's own method is replaced: it is private API, pinned to 2.x by pyproject, and
+    a Litestar without what the replacement reads fails here, at start, not per request."""
+    if "dependency_batches" not in KwargsModel.__slots__:
+        raise RuntimeError(
+            "this Litestar's KwargsModel has no dependency_batches: "
+            "services/gateway/dependencies.py no longer fits it"
+        )
     KwargsModel.resolve_dependencies = _resolve_in_turn  # type: ignore[method-assign]
