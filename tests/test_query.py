@@ -313,6 +313,38 @@ async def test_page_numbers_walk_the_result_without_overlap(
     assert seen == newest_first(set(DATASET))
 
 
+async def test_a_total_counted_with_its_page_is_exact_on_every_page(
+    client: AsyncTestClient, dataset: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service, host or user filter's total is counted by the page's own statement
+    (pages.counted_first): the same on every numbered page, past the last one too (no
+    row comes back there to carry it), and past the count cap as before: exact from the
+    rollups for a service, the estimate, flagged, for any other term."""
+    cases = {
+        "service_name=auth-service": {"auth_error", "auth_info", "auth_caps"},
+        "host=pod-a": {"auth_error", "auth_info"},
+        "user_id=bob&min_level=DEBUG": {"pay_warn", "pay_debug"},
+        "services=payment,gateway&min_level=WARN": {"pay_warn", "gw_fatal"},
+    }
+    for query, selected in cases.items():
+        for page in range(1, len(selected) + 2):
+            response = await client.get(
+                f"/api/v1/logs?{query}&page={page}&page_size=1", headers=tenant_headers()
+            )
+            body = response.json()
+            expected = newest_first(selected)[page - 1 : page]
+            assert labels(body, dataset) == expected, (query, page)
+            assert (body["total_count"], body["total_is_estimate"]) == (len(selected), False)
+            assert body["has_more"] is (page < len(selected)), (query, page)
+    monkeypatch.setattr(pages, "COUNT_CAP", 1)
+    uncached = tenant_headers() | {"Cache-Control": "no-cache"}  # the pages above were cached
+    body = (await client.get("/api/v1/logs?service_name=auth-service&page_size=1",
+                             headers=uncached)).json()  # fmt: skip
+    assert (body["total_count"], body["total_is_estimate"]) == (3, False)
+    body = (await client.get("/api/v1/logs?host=pod-a&page_size=1", headers=uncached)).json()
+    assert body["total_count"] >= 2 and body["total_is_estimate"]
+
+
 async def test_cursor_walk_is_refused_with_another_filter(
     client: AsyncTestClient, dataset: dict[str, str]
 ) -> None:

@@ -195,6 +195,14 @@ async def test_service_and_min_level_in_an_hour_use_the_service_index(loaded: Lo
     # The level is tested in the index: no entry of another level is fetched to look.
     assert re.search(r"Index Cond: .*\(level >= ", plan), plan
     assert partitions(plan) <= days_of(NOW - timedelta(hours=1))
+    # Its total, counted by the page's statement (pages.counted_first), reads the same
+    # index alone, once, and no other day.
+    counted = entries_statement(loaded.tenant, f, sort="desc", limit=101, count_cap=10_001)
+    plan = await explain(loaded, counted)
+    assert "InitPlan" in plan and "SubPlan" not in plan, plan
+    assert re.search(r"Index Only Scan using \S*tenant_id_service_name_timestamp_lev", plan), plan
+    assert_indexed(loaded, plan, "tenant_id_service_name_timestamp_lev")
+    assert partitions(plan) <= days_of(NOW - timedelta(hours=1))
 
 
 @pytest.mark.parametrize("field", ["trace_id", "request_id"])

@@ -28,6 +28,7 @@ from services.gateway.query.store import (
     count_up_to,
     count_within,
     estimate_count,
+    fetch_counted_entries,
     fetch_entries,
     get_entry,
 )
@@ -98,16 +99,28 @@ async def read_page(
         return LogPage([], page, size, 0, False, False)
     offset = 0 if cursor else (request.page - 1) * size
     split = split_now()  # today's search index serves by the clock, not the cursor's `now`
-    entries = await fetch_entries(
-        conn,
-        tenant_id,
-        compiled,
-        sort=request.sort,
-        after=(cursor.timestamp, cursor.id) if cursor else None,
-        offset=offset,
-        limit=size + 1,
-        split=split,
-    )
+    counted: int | None = None
+    if cursor is None and compiled.start is not None and counted_first(compiled):
+        entries, counted = await fetch_counted_entries(
+            conn,
+            tenant_id,
+            compiled,
+            sort=request.sort,
+            offset=offset,
+            limit=size + 1,
+            count_cap=COUNT_CAP + 1,
+        )
+    else:
+        entries = await fetch_entries(
+            conn,
+            tenant_id,
+            compiled,
+            sort=request.sort,
+            after=(cursor.timestamp, cursor.id) if cursor else None,
+            offset=offset,
+            limit=size + 1,
+            split=split,
+        )
     has_more = len(entries) > size
     del entries[size:]
     if cursor is not None:
@@ -116,7 +129,9 @@ async def read_page(
         total, estimated = len(entries), False
     else:
         seen = offset + len(entries) + (1 if has_more else 0)
-        total, estimated = await count_total(conn, tenant_id, compiled, at_least=seen, split=split)
+        total, estimated = await count_total(
+            conn, tenant_id, compiled, at_least=seen, split=split, counted=counted
+        )
     next_cursor = None
     if has_more:
         last = entries[-1]
@@ -138,6 +153,17 @@ def resolve_filter(f: LogFilter, now: datetime, default_window: timedelta | None
     return compiled.with_default_window(default_window, now) if default_window else compiled
 
 
+def counted_first(f: CompiledFilter) -> bool:
+    """Whether count_total starts by counting `f`'s matches up to the cap (not a search,
+    not a whole time range, not a level or environment alone): read_page then counts
+    them with the page, in the same statement, when the filter has a window. (A lookup
+    of a trace or request over every day has none: it is prepared, and its total is
+    seldom needed.)"""
+    return not (
+        f.search_terms or _whole_time_range(f) or (f.uses_only_rollup_dimensions and not f.services)
+    )
+
+
 async def count_total(
     conn: AsyncConnection[Any],
     tenant_id: uuid.UUID,
@@ -145,6 +171,7 @@ async def count_total(
     *,
     at_least: int = 0,
     split: datetime | None = None,
+    counted: int | None = None,
 ) -> tuple[int, bool]:
     """(total, is_estimate): exact up to COUNT_CAP, else the planner's row estimate,
     which for a whole time range is taken without counting when it is
@@ -158,6 +185,7 @@ async def count_total(
     count (flagged) when it reaches it, the estimate when SEARCH_COUNT_BUDGET_MS is not
     enough. An estimate above the cap is kept: a capped count could not improve on it.
     `split`: where a search is counted in two parts (store.count_statement).
+    `counted`: the matches already counted up to COUNT_CAP + 1, where `counted_first`.
     """
     if f.search_terms:
         estimate = max(at_least, await estimate_count(conn, tenant_id, f))
@@ -184,7 +212,8 @@ async def count_total(
         # 2.6 exact). A service's entries are counted from its index first (with the
         # level in it, sql/0016): cheaper than the rollups while few.
         return await _rollup_total(conn, tenant_id, f), False
-    counted = await count_up_to(conn, tenant_id, f, COUNT_CAP + 1)
+    if counted is None:
+        counted = await count_up_to(conn, tenant_id, f, COUNT_CAP + 1)
     if counted <= COUNT_CAP:
         return counted, False
     if f.uses_only_rollup_dimensions and planned is None:
