@@ -1,4 +1,5 @@
-"""Closed partitions: rewritten once, in tenant order, with the search index; nothing lost."""
+"""Closed partitions: rewritten once, in tenant and service order, with the search index;
+nothing lost."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ YESTERDAY = TODAY - timedelta(days=1)
 TENANTS = [uuid.UUID(int=n) for n in (3, 1, 2)]
 ROW = (
     'INSERT INTO log_entries (id, tenant_id, "timestamp", level, service_name, message, '
-    "trace_id, metadata, environment) VALUES (%s, %s, %s, 3, 'api', %s, %s, %s, 'prod')"
+    "trace_id, metadata, environment) VALUES (%s, %s, %s, 3, %s, %s, %s, %s, 'prod')"
 )
 
 
@@ -37,7 +38,8 @@ def settled(db: psycopg.Connection) -> set[str]:
 
 
 def fill(db: psycopg.Connection, day: datetime, rows: int = 300) -> None:
-    """Rows of three tenants interleaved in arrival order, as the writer leaves them."""
+    """Rows of three tenants and three services interleaved in arrival order, as the
+    writer leaves them."""
     db.execute("SELECT ensure_log_partition(%s)", (day,))
     with db.transaction():
         for i in range(rows):
@@ -46,6 +48,7 @@ def fill(db: psycopg.Connection, day: datetime, rows: int = 300) -> None:
                 ROW,
                 (
                     uuid.uuid4(), tenant, day + timedelta(seconds=i * 17),
+                    ("api", "billing", "web")[i % 5 % 3],
                     f"payment {i} expired" if i % 4 == 0 else f"request {i} served",
                     f"trace-{i}", f'{{"k": {i}}}',
                 ),
@@ -89,7 +92,7 @@ def test_a_day_closed_less_than_the_grace_ago_is_left_for_late_entries(
     assert settle_closed_partition(db, before=TODAY) == f"log_entries_p{YESTERDAY:%Y%m%d}"
 
 
-def test_the_rewrite_keeps_every_row_and_index_and_orders_rows_by_tenant(
+def test_the_rewrite_keeps_every_row_and_index_and_orders_rows_by_tenant_and_service(
     db: psycopg.Connection,
 ) -> None:
     fill(db, YESTERDAY)
@@ -110,9 +113,16 @@ def test_the_rewrite_keeps_every_row_and_index_and_orders_rows_by_tenant(
         ).fetchone()
         == bound
     )
-    # Physical order: each tenant's rows together.
-    in_order = [row[0] for row in db.execute(f"SELECT tenant_id FROM {partition} ORDER BY ctid")]
+    # Physical order: each tenant's rows together, in them each service's, newest first
+    # (what a service's page of a past hour reads: neighbouring rows, not one a page).
+    in_order = [
+        (tenant, service, -ts.timestamp())
+        for tenant, service, ts in db.execute(
+            f'SELECT tenant_id, service_name, "timestamp" FROM {partition} ORDER BY ctid'
+        )
+    ]
     assert in_order == sorted(in_order)
+    assert len({service for _, service, _ in in_order}) == 3
     # Every index of the parent has its child on the partition, plus the search index.
     missing = db.execute(
         "SELECT p.indexrelid::regclass::text FROM pg_index p "
@@ -198,7 +208,15 @@ async def test_a_late_entry_during_the_rewrite_waits_for_it_and_is_kept(
             with psycopg.connect(conninfo) as writer:
                 writer.execute(
                     ROW,
-                    (late_id, TENANTS[0], YESTERDAY + timedelta(hours=23), "late", None, None),
+                    (
+                        late_id,
+                        TENANTS[0],
+                        YESTERDAY + timedelta(hours=23),
+                        "api",
+                        "late",
+                        None,
+                        None,
+                    ),
                 )
 
         writing = asyncio.create_task(asyncio.to_thread(write_late))
@@ -230,7 +248,7 @@ async def test_sigterm_cancels_a_rewrite_in_progress_and_leaves_the_partition_as
     partition = f"log_entries_p{day:%Y%m%d}"
     with psycopg.connect(settings.postgres_conninfo()) as late:
         # A late entry's transaction still open: the rewrite waits for it.
-        late.execute(ROW, (uuid.uuid4(), TENANTS[0], day, "late", None, None))
+        late.execute(ROW, (uuid.uuid4(), TENANTS[0], day, "api", "late", None, None))
         with Service("services.janitor", service_env(settings), tmp_path) as janitor:
 
             def rewrite_waiting() -> bool:
