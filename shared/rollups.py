@@ -537,9 +537,13 @@ async def raw_rows(
     # the fingerprint kept with it, so the hour is counted again next time. The other
     # order could keep a count that misses that row under a fingerprint that has it.
     # Only over the hours the word counts left (often today's newest): a week's
-    # fingerprints took 10-15 ms of a 70-90 ms count on this machine.
-    fingerprints = (
-        await _hour_fingerprints(conn, tenant_id, hours[0], hours[-1] + HOUR) if hours else {}
+    # fingerprints took 10-15 ms of a 70-90 ms count on this machine. And over the hours
+    # holding the partial ones at the edges, in the same statement: not kept, but what
+    # they hold says whether the count is worth parallel workers (below).
+    edges = [(floor_to(lo, HOUR), ceil_to(hi, HOUR)) for lo, hi in ((start, first), (last, end))]
+    ranges = [(lo, hi) for lo, hi in edges if lo < hi]
+    fingerprints = await _hour_fingerprints(
+        conn, tenant_id, [*ranges, (hours[0], hours[-1] + HOUR)] if hours else ranges
     )
     question = {"filter": asdict(replace(f, start=None, end=None)), "dims": list(dims), "sub": sub}
     keys = kept.keys_of(tenant_id, question, hours)
@@ -562,10 +566,17 @@ async def raw_rows(
     # be worth starting workers for, yet the first time a word is counted their pages
     # are read from the OS cache, which two processes do faster than one. So rows from
     # workers and their start are made free for this statement (the bench's word count
-    # over 7 days, cold, p95 607-1,708 -> 476-600 ms; p50 within the noise).
+    # over 7 days, cold, p95 607-1,708 -> 476-600 ms; p50 within the noise), unless the
+    # hours it reads hold too few rows to pay for starting them.
+    counting = {hours[i] for i in missing}
+    scanned = sum(
+        _rows_in_hour(n)
+        for hour, n in fingerprints.items()
+        if hour in counting or any(lo <= hour < hi for lo, hi in ranges)
+    )
+    settings = _FREE_WORKERS if scanned >= ROWS_WORTH_WORKERS else _SERIAL
     counted = [
-        tuple(row)
-        for row in await _fetch_with_settings(conn, query.query, query.params, _FREE_WORKERS)
+        tuple(row) for row in await _fetch_with_settings(conn, query.query, query.params, settings)
     ]
     per_hour: dict[datetime, list[tuple[Any, ...]]] = {hours[i]: [] for i in missing}
     for row in counted:
@@ -577,6 +588,17 @@ async def raw_rows(
 
 
 _FREE_WORKERS = {"parallel_tuple_cost": "0", "parallel_setup_cost": "0"}
+# Fewer rows than this in the hours a raw count reads, and it runs without workers: their
+# start (2-4 ms each on this machine) outweighed what they share. A small tenant's word
+# histogram of a day, its two partial hours only (~1,200 rows): 8-9 ms in parallel, 0.7
+# ms without; in the gateway 27.6 -> 16 ms.
+ROWS_WORTH_WORKERS = 10_000
+
+
+def _rows_in_hour(fingerprint: int) -> float:
+    """An hour's rows from its fingerprint (_hour_fingerprints): inside a whole day, its
+    share of the day's."""
+    return fingerprint if fingerprint >= 0 else (-fingerprint - 1) / 24
 
 
 def _runs(hours: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
@@ -591,20 +613,25 @@ def _runs(hours: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
 
 
 async def _hour_fingerprints(
-    conn: AsyncConnection[Any], tenant_id: uuid.UUID, first: datetime, last: datetime
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    ranges: Sequence[tuple[datetime, datetime]],
 ) -> dict[datetime, int]:
-    """Each hour of [first, last) with the tenant's rows: its row count, from the
-    rollups; or, inside a whole day the rollups hold as one cell, that day's count,
-    negated (an hour never has a negative count, so the two never match). Reading the
-    day cells rather than 24 hour cells each makes this a few milliseconds over a week; a
-    late entry then counts its whole day again, once."""
-    spans = plan_spans(
-        first,
-        last,
-        rollups=True,
-        minutes=Source.LEVEL_MINUTE,
-        compacted_until=await compacted_until(conn),
-    )
+    """Each hour of the [first, last) `ranges` (whole hours, apart) with the tenant's
+    rows: its row count, from the rollups; or, inside a whole day the rollups hold as one
+    cell, that day's count, negated and less one (an hour never has a negative count, so
+    the two never match). Reading the day cells rather than 24 hour cells each makes this
+    a few milliseconds over a week; a late entry then counts its whole day again, once."""
+    if not ranges:
+        return {}
+    watermark = await compacted_until(conn)
+    spans = [
+        span
+        for first, last in ranges
+        for span in plan_spans(
+            first, last, rollups=True, minutes=Source.LEVEL_MINUTE, compacted_until=watermark
+        )
+    ]
     query = spans_statement(tenant_id, CompiledFilter(), spans, (), HOUR)
     counts: dict[datetime, int] = {}
     # Without workers: 3.5 ms against 26-38 with them over a week at 10M rows.

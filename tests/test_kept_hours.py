@@ -184,8 +184,9 @@ async def test_counts_are_exact_whatever_redis_does(client, writer, settings) ->
 
 
 async def test_a_raw_count_gives_the_transaction_its_planner_costs_back(settings) -> None:
-    """The raw count makes parallel workers free for its one statement (shared/rollups.py,
-    `raw_rows`); the rest of the transaction plans with the costs it had."""
+    """The raw count makes parallel workers free for its one statement, or, over as few
+    rows as this test's, plans it without any (shared/rollups.py, `raw_rows`); the rest
+    of the transaction plans with the settings it had."""
     now = datetime.now(UTC)
     day = LogFilter(search="failed", start_time=iso(now - timedelta(days=1)), end_time=iso(now))
     kept = KeptHours.from_settings(settings)
@@ -195,15 +196,20 @@ async def test_a_raw_count_gives_the_transaction_its_planner_costs_back(settings
         async with tenant_scope(pool, TENANT) as conn:
             await conn.execute("SET LOCAL parallel_setup_cost = 123")
             await conn.execute("SET LOCAL parallel_tuple_cost = 0.5")
+            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 3")
             _, from_rollups = await rollups.count_groups(
                 conn, TENANT, compile_filter(day, now), ("service_name", "level"), kept
             )
             costs = [
                 (await (await conn.execute(f"SHOW {name}")).fetchone() or ("",))[0]
-                for name in ("parallel_setup_cost", "parallel_tuple_cost")
+                for name in (
+                    "parallel_setup_cost",
+                    "parallel_tuple_cost",
+                    "max_parallel_workers_per_gather",
+                )
             ]
         assert not from_rollups  # a search: counted raw
-        assert costs == ["123", "0.5"]
+        assert costs == ["123", "0.5", "3"]
     finally:
         await pool.close()
         await kept.aclose()
