@@ -190,12 +190,12 @@ async def count_total(
     if f.search_terms:
         estimate = max(at_least, await estimate_count(conn, tenant_id, f))
         if estimate < SEARCH_COUNT_CAP:
-            counted = await count_within(
+            within = await count_within(
                 conn, tenant_id, f, SEARCH_COUNT_CAP + 1, SEARCH_COUNT_BUDGET_MS, split=split
             )
-            if counted is not None:
+            if within is not None:
                 # Exact below the cap; past it a lower bound above the estimate, flagged.
-                return counted, counted > SEARCH_COUNT_CAP
+                return within, within > SEARCH_COUNT_CAP
         return estimate, True
     planned: int | None = None
     if _whole_time_range(f):

@@ -69,11 +69,9 @@ def entries_statement(
     columns: sql.Composable = _COLUMNS
     params: list[Any] = []
     if count_cap is not None:
-        columns = sql.SQL(
-            "{}, (SELECT count(*) FROM (SELECT 1 FROM tenant_log_entries WHERE {} LIMIT %s) "
-            "AS capped)"
-        ).format(_COLUMNS, where.clause)
-        params += [*where.params, count_cap]
+        count = count_statement(tenant_id, f, count_cap)
+        columns = sql.SQL("{}, ({})").format(_COLUMNS, count.query)
+        params += count.params
     clause = where.clause
     params += where.params
     if after is not None:
